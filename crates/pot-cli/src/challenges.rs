@@ -1,0 +1,176 @@
+//! `pot keygen` and `pot challenges [commit | check-commitment]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use pot_challenge_kdf::{ChallengeSpec, Family, KEY_ENV, MasterKey, check_commitment, commit};
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Where to write the key; the file must not exist yet.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+/// Where the master key comes from: `--key-file`, else `$POT_KEY`.
+#[derive(Args, Clone)]
+pub struct KeyArgs {
+    /// File holding the master key as 64 hex digits (else `$POT_KEY`).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Create the key file with a fresh random key if it does not exist yet.
+    #[arg(long, requires = "key_file")]
+    pub create_key: bool,
+}
+
+impl KeyArgs {
+    pub fn load(&self) -> Result<MasterKey> {
+        if let Some(path) = &self.key_file {
+            if self.create_key && !path.exists() {
+                let key = MasterKey::generate()?;
+                key.save_new(path)?;
+                eprintln!(
+                    "created a new master key in {} (id {}); keep it secret until you reveal it",
+                    path.display(),
+                    key.id()
+                );
+                return Ok(key);
+            }
+            return Ok(MasterKey::from_file(path)?);
+        }
+        match MasterKey::from_env()? {
+            Some(key) => Ok(key),
+            None => bail!(
+                "no master key: pass --key-file FILE (add --create-key to make one) or set ${KEY_ENV}"
+            ),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct SpecArgs {
+    /// Run identifier; different runs with one key get unrelated challenges.
+    #[arg(long, default_value = "default")]
+    pub run_id: String,
+    /// Number of challenges.
+    #[arg(short = 'n', long = "count", default_value_t = 32)]
+    pub count: u64,
+    /// Restrict to these families (repeatable): factual, reasoning, code, dialogue, french.
+    #[arg(long = "family", value_parser = parse_family)]
+    pub families: Vec<Family>,
+}
+
+impl SpecArgs {
+    pub fn spec(&self) -> ChallengeSpec {
+        ChallengeSpec::new(self.run_id.clone(), self.count).with_families(self.families.clone())
+    }
+}
+
+fn parse_family(name: &str) -> Result<Family, String> {
+    Family::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+        format!("unknown family `{name}`; choose from {}", known.join(", "))
+    })
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ChallengesArgs {
+    #[command(subcommand)]
+    action: Option<ChallengesAction>,
+    #[command(flatten)]
+    key: Option<KeyArgs>,
+    #[command(flatten)]
+    spec: Option<SpecArgs>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ChallengesAction {
+    /// Print the commitment to publish before scoring (the key stays secret).
+    Commit {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that a revealed key reproduces a published commitment (exit 0 if it does, 1 if not).
+    CheckCommitment {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// The published commitment digest (hex).
+        #[arg(long)]
+        commitment: String,
+    },
+}
+
+pub fn keygen(args: KeygenArgs) -> Result<ExitCode> {
+    let key = MasterKey::generate()?;
+    key.save_new(&args.out)?;
+    println!("wrote {} (key id {})", args.out.display(), key.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(args: ChallengesArgs) -> Result<ExitCode> {
+    match args.action {
+        Some(ChallengesAction::Commit { key, spec, json }) => {
+            let commitment = commit(&key.load()?, &spec.spec());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&commitment)?);
+            } else {
+                println!("{}", commitment.digest);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(ChallengesAction::CheckCommitment {
+            key,
+            spec,
+            commitment,
+        }) => {
+            let key = key.load()?;
+            if check_commitment(&key, &spec.spec(), &commitment) {
+                println!("ok: key {} reproduces commitment {commitment}", key.id());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "MISMATCH: key {} with run id `{}`, n = {} does not reproduce {commitment}",
+                    key.id(),
+                    spec.run_id,
+                    spec.count
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+        None => {
+            let key = args.key.unwrap_or(KeyArgs {
+                key_file: None,
+                create_key: false,
+            });
+            let spec = args.spec.expect("clap fills defaults").spec();
+            let key = key.load()?;
+            let commitment = commit(&key, &spec);
+            let challenges = pot_challenge_kdf::generate(&key, &spec);
+            if args.json {
+                let out = serde_json::json!({ "commitment": commitment, "challenges": challenges });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "# run `{}`, {} challenges, key id {}, commitment {}",
+                    spec.run_id, spec.count, commitment.key_id, commitment.digest
+                );
+                for c in &challenges {
+                    println!("\n[{}] {} {}\n{}", c.index, c.family, c.id, c.prompt.trim_end());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,170 @@
+use pot_stats::simulate::{Stream, tally};
+use pot_stats::{
+    Method, Mode, SequentialTest, StatsError, Step, Verdict, calibrate, queries_to_verdict,
+    run_sequence,
+};
+
+/// Targets from the issue: clear cases decide within 12 / 16 / 24 queries.
+#[test]
+fn clear_cases_decide_within_the_targets_with_the_default_method() {
+    for (mode, target) in Mode::all().into_iter().zip([12, 16, 24]) {
+        let (n_same, v_same) = queries_to_verdict(&mode, Method::Betting, 0.0).unwrap();
+        let (n_diff, v_diff) = queries_to_verdict(&mode, Method::Betting, mode.clip).unwrap();
+        assert_eq!((v_same, v_diff), (Verdict::Same, Verdict::Different));
+        assert!(n_same <= target && n_diff <= target, "{}: {n_same} / {n_diff}", mode.name);
+    }
+}
+
+#[test]
+fn every_mode_can_reach_both_verdicts_with_both_methods() {
+    for mode in Mode::all() {
+        for method in Method::ALL {
+            for (score, want) in [(0.0, Verdict::Same), (mode.clip, Verdict::Different)] {
+                let (n, v) = queries_to_verdict(&mode, method, score)
+                    .unwrap_or_else(|| panic!("{} {:?} undecided", mode.name, method));
+                assert_eq!(v, want);
+                assert!(n <= mode.n_max);
+            }
+        }
+    }
+}
+
+#[test]
+fn scores_above_the_clip_count_as_the_clip_but_not_above_score_max() {
+    let mode = Mode::quick_gate();
+    let mut test = SequentialTest::new(mode.clone(), Method::Betting, 1.0).unwrap();
+    assert_eq!(
+        test.push(1.5),
+        Err(StatsError::OutOfRange { value: 1.5, max: 1.0 })
+    );
+    assert!(matches!(test.push(f64::NAN), Err(StatsError::NotFinite { .. })));
+    assert!(matches!(test.push(-0.1), Err(StatsError::OutOfRange { .. })));
+    let out = run_sequence(&mode, Method::Betting, 1.0, &[0.9; 48]).unwrap();
+    assert_eq!(out.verdict, Some(Verdict::Different));
+    assert!((out.mean_clipped - mode.clip).abs() < 1e-12);
+    assert!((out.effect_size - 0.9).abs() < 1e-12);
+}
+
+#[test]
+fn stopped_test_refuses_more_scores() {
+    let mode = Mode::quick_gate();
+    let mut test = SequentialTest::new(mode.clone(), Method::Betting, 1.0).unwrap();
+    let mut last = Step::Continue;
+    while last == Step::Continue {
+        last = test.push(0.0).unwrap();
+    }
+    assert_eq!(
+        test.push(0.0),
+        Err(StatsError::AlreadyStopped(Verdict::Same))
+    );
+}
+
+#[test]
+fn undecided_comes_with_a_diagnostic() {
+    let mode = Mode::quick_gate();
+    // Scores exactly at gamma: no verdict can be certified.
+    let scores = vec![mode.gamma; mode.n_max as usize];
+    let out = run_sequence(&mode, Method::Betting, 1.0, &scores).unwrap();
+    assert_eq!(out.verdict, Some(Verdict::Undecided));
+    assert_eq!(out.n, mode.n_max);
+    let diag = out.diagnostic.unwrap();
+    assert!(diag.position.contains("still contains gamma"), "{}", diag.position);
+    assert!(out.ci_lower <= mode.gamma && mode.gamma <= out.ci_upper);
+}
+
+#[test]
+fn calibration_puts_gamma_above_the_noise() {
+    let noise = [0.001, 0.002, 0.0015, 0.003, 0.0005];
+    let cal = calibrate(&noise, 3.0).unwrap();
+    assert!(cal.gamma >= 3.0 * 0.003);
+    assert!(calibrate(&[], 3.0).is_none());
+}
+
+#[test]
+fn golden_decisions_on_fixed_sequences() {
+    let sequences: Vec<(&str, Vec<f64>)> = vec![
+        ("zeros", vec![0.0; 40]),
+        ("tiny-noise", (0..40).map(|i| 0.001 * (i % 5) as f64).collect()),
+        ("clearly-different", (0..40).map(|i| 0.3 + 0.01 * (i % 7) as f64).collect()),
+        ("near-gamma", (0..200).map(|i| 0.045 + 0.01 * (i % 2) as f64).collect()),
+        ("mixed", (0..60).map(|i| if i % 4 == 0 { 0.2 } else { 0.0 }).collect()),
+    ];
+    let mut rows = Vec::new();
+    for (name, scores) in &sequences {
+        for mode in Mode::all() {
+            for method in Method::ALL {
+                let out = run_sequence(&mode, method, 1.0, scores).unwrap();
+                rows.push(format!(
+                    "{name:<18} {:<12} {:<20} {:<10} n={:<4} mean={:.5} ci=[{:.5}, {:.5}]",
+                    mode.name,
+                    method.name(),
+                    out.verdict.map(|v| v.to_string()).unwrap_or("-".into()),
+                    out.n,
+                    out.mean_clipped,
+                    out.ci_lower,
+                    out.ci_upper
+                ));
+            }
+        }
+    }
+    insta::assert_snapshot!(rows.join("\n"));
+}
+
+/// Fast CI variant of `cargo xtask simulate`: streams whose mean sits exactly on gamma, so any
+/// verdict is an error; the rate must stay under alpha (plus three Monte Carlo standard errors).
+#[test]
+fn type_one_error_at_the_boundary_stays_below_alpha() {
+    for mode in [Mode::quick_gate(), Mode::audit_grade()] {
+        let boundary = mode.gamma / mode.clip;
+        for method in Method::ALL {
+            for stream in [
+                Stream::EndPoints { p: boundary },
+                Stream::Uniform { mean: boundary, half_width: 0.5 },
+            ] {
+                let t = tally(&mode, method, stream, 400, 7);
+                let rate = (t.same + t.different) as f64 / t.streams as f64;
+                let bound = mode.alpha + 3.0 * t.standard_error(mode.alpha);
+                assert!(
+                    rate <= bound,
+                    "{} {:?} {}: error rate {rate} > {bound}",
+                    mode.name,
+                    method,
+                    stream.describe()
+                );
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn running_interval_never_widens(scores in proptest::collection::vec(0.0f64..=1.0, 1..40)) {
+        for method in Method::ALL {
+            let mode = Mode::quick_gate().with_gamma(0.4);
+            let mut test = SequentialTest::new(Mode { n_max: 1000, ..mode }, method, 1.0).unwrap();
+            let mut last = (f64::NEG_INFINITY, f64::INFINITY);
+            for &s in &scores {
+                if test.push(s).unwrap() != Step::Continue { break; }
+                let out = test.outcome();
+                proptest::prop_assert!(out.ci_lower >= last.0 - 1e-12);
+                proptest::prop_assert!(out.ci_upper <= last.1 + 1e-12);
+                last = (out.ci_lower, out.ci_upper);
+            }
+        }
+    }
+
+    #[test]
+    fn scaling_scores_gamma_and_range_together_changes_nothing(
+        scores in proptest::collection::vec(0.0f64..=1.0, 1..40),
+        scale in 0.01f64..100.0,
+    ) {
+        let mode = Mode::quick_gate().with_gamma(0.3);
+        let scaled_mode = mode.clone().with_gamma(0.3 * scale);
+        let scaled: Vec<f64> = scores.iter().map(|s| s * scale).collect();
+        let a = run_sequence(&mode, Method::Betting, 1.0, &scores).unwrap();
+        let b = run_sequence(&scaled_mode, Method::Betting, scale, &scaled).unwrap();
+        proptest::prop_assert_eq!(a.verdict, b.verdict);
+        proptest::prop_assert_eq!(a.n, b.n);
+        proptest::prop_assert!((a.ci_upper * scale - b.ci_upper).abs() < 1e-9 * scale.max(1.0));
+    }
+}

@@ -1,0 +1,79 @@
+//! Repository chores: `cargo xtask fixtures | golden | bench`. Run `cargo xtask help`.
+
+mod fixtures;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <task>
+
+  fixtures [NAME...]     fetch the real test models (fixtures/models.json) into the cache,
+                         check size and SHA-256, print their paths; no-op when already valid
+  fixtures --path NAME   print the cached path of one model (fetching it if needed)
+  golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
+  golden --accept        run them and overwrite changed snapshots (review with `git diff`)
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        print!("{HELP}");
+        return Ok(());
+    };
+    match task.as_str() {
+        "fixtures" => fixtures::run(rest),
+        "golden" => golden(rest),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{HELP}"),
+    }
+}
+
+/// Snapshot tests are the tests named `golden_*`; insta in CI mode fails on any change.
+fn golden(args: &[String]) -> Result<()> {
+    let accept = match args {
+        [] => false,
+        [flag] if flag == "--accept" || flag == "--review" => true,
+        _ => bail!("usage: cargo xtask golden [--accept]"),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["test", "--workspace", "--", "golden_"]);
+    if accept {
+        cmd.env("INSTA_UPDATE", "always").env_remove("CI");
+    } else {
+        cmd.env("INSTA_UPDATE", "no").env("CI", "true");
+    }
+    let status = cmd.status().context("cannot run cargo test")?;
+    if !status.success() {
+        bail!(
+            "snapshot tests failed{}",
+            if accept {
+                ""
+            } else {
+                "; if the change is intended, run `cargo xtask golden --accept` and review `git diff`"
+            }
+        );
+    }
+    if accept {
+        Command::new("git")
+            .args(["status", "--short", "--", "*.snap"])
+            .status()
+            .ok();
+    }
+    Ok(())
+}
