@@ -60,7 +60,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .collect::<Result<_>>()?
     };
 
-    let cache = cache_dir();
+    let cache = pot_formats::fixtures::cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     for model in selected {
         let path = ensure(model, &cache)?;
@@ -78,17 +78,6 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
-}
-
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("POT_FIXTURES") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("pot").join("fixtures")
 }
 
 fn ensure(model: &Model, cache: &Path) -> Result<PathBuf> {

@@ -1,1 +1,22 @@
-//! pot-formats
+//! Model files without burn: GGUF (v2/v3) with dequantisers, Hugging Face safetensors
+//! directories, configurations, tokenizers, model descriptions and conversion to safetensors.
+//!
+//! Everything that reads a model (scoring, security, provenance, the memory governor) goes
+//! through [`Model`]: one internal tensor naming (Hugging Face's), f32 values on demand, raw
+//! bytes borrowed from the memory map, and a [`ModelDescription`] computed from headers alone.
+
+pub mod config;
+pub mod convert;
+pub mod dtype;
+pub mod error;
+pub mod fixtures;
+pub mod gguf;
+pub mod model;
+pub mod names;
+pub mod tokenizer;
+
+pub use config::{Architecture, ModelConfig};
+pub use dtype::DType;
+pub use error::{FormatError, Result};
+pub use model::{Format, Model, ModelDescription, TensorInfo};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,423 @@
+//! A model on disk, whatever its format: configuration, tensors under internal names, raw bytes,
+//! f32 values, tokenizer, and a description computed without touching the weights.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::config::{Architecture, ModelConfig};
+use crate::dtype::{DType, dequantize};
+use crate::error::{FormatError, Result};
+use crate::gguf::GgufFile;
+use crate::names::{hf_name_of_gguf, layer_of, rope_permutation_heads, unpermute_rope_rows};
+use crate::tokenizer::Tokenizer;
+
+/// Where a model's bytes live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Gguf,
+    Safetensors,
+}
+
+/// One tensor under its internal name.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Row-major, outermost first.
+    pub shape: Vec<usize>,
+    /// Stored bytes.
+    pub bytes: u64,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+}
+
+/// Where a tensor's bytes are: which mapped file and which range.
+#[derive(Clone, Debug)]
+struct Location {
+    info: TensorInfo,
+    file: usize,
+    start: usize,
+    /// llama.cpp stored this tensor's rows permuted for interleaved RoPE (see names.rs).
+    permuted_heads: Option<usize>,
+}
+
+enum Files {
+    Gguf(Box<GgufFile>),
+    Safetensors(Vec<Mmap>),
+}
+
+/// An opened model. Weights stay memory-mapped; nothing is read until asked for.
+pub struct Model {
+    path: PathBuf,
+    format: Format,
+    config: ModelConfig,
+    files: Files,
+    /// Tensors sorted by internal name.
+    tensors: BTreeMap<String, Location>,
+    file_bytes: u64,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Model {
+    /// Opens a GGUF file or a Hugging Face directory (config.json + safetensors).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
+        if meta.is_dir() {
+            Self::open_hf_dir(path)
+        } else {
+            Self::open_gguf(path)
+        }
+    }
+
+    fn open_gguf(path: &Path) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = ModelConfig::from_gguf(&file)?;
+        // llama.cpp permutes Q/K rows for LLaMA-family files only (Qwen2 uses NEOX RoPE).
+        let permute = config.architecture == Architecture::Llama;
+        let mut tensors = BTreeMap::new();
+        for t in &file.tensors {
+            let Some(name) = hf_name_of_gguf(&t.name) else {
+                continue;
+            };
+            let permuted_heads = permute
+                .then(|| {
+                    rope_permutation_heads(
+                        &name,
+                        config.num_attention_heads,
+                        config.num_key_value_heads,
+                    )
+                })
+                .flatten();
+            let info = TensorInfo {
+                name: name.clone(),
+                dtype: t.dtype,
+                shape: t.shape(),
+                bytes: t.len as u64,
+            };
+            tensors.insert(
+                name,
+                Location {
+                    info,
+                    file: 0,
+                    start: t.start,
+                    permuted_heads,
+                },
+            );
+        }
+        let file_bytes = file.mapped().len() as u64;
+        let model = Self {
+            path: path.to_path_buf(),
+            format: Format::Gguf,
+            config,
+            files: Files::Gguf(Box::new(file)),
+            tensors,
+            file_bytes,
+        };
+        model.check_complete()?;
+        Ok(model)
+    }
+
+    fn open_hf_dir(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(FormatError::MissingConfig { path: dir.into() });
+        }
+        let text = std::fs::read_to_string(&config_path).map_err(|e| FormatError::io(&config_path, e))?;
+        let config = ModelConfig::from_hf_json(&config_path, &text)?;
+
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let shard_names: Vec<String> = if single.is_file() {
+            vec!["model.safetensors".into()]
+        } else if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| FormatError::io(&index, e))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| FormatError::corrupt(&index, format!("not JSON ({e})")))?;
+            let map = json["weight_map"]
+                .as_object()
+                .ok_or_else(|| FormatError::corrupt(&index, "no weight_map object"))?;
+            let mut shards: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            shards.sort();
+            shards.dedup();
+            shards
+        } else {
+            return Err(FormatError::MissingWeights { path: dir.into() });
+        };
+
+        let mut maps = Vec::new();
+        let mut tensors = BTreeMap::new();
+        let mut file_bytes = 0;
+        for (i, shard) in shard_names.iter().enumerate() {
+            let shard_path = dir.join(shard);
+            let file = std::fs::File::open(&shard_path).map_err(|e| FormatError::io(&shard_path, e))?;
+            // SAFETY: read-only map of a file pot does not modify.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(&shard_path, e))?;
+            file_bytes += mmap.len() as u64;
+            let st = safetensors::SafeTensors::deserialize(&mmap)
+                .map_err(|e| FormatError::corrupt(&shard_path, e.to_string()))?;
+            for (name, view) in st.tensors() {
+                let dtype = DType::from_safetensors(view.dtype()).ok_or_else(|| {
+                    FormatError::UnsupportedDtype {
+                        path: shard_path.clone(),
+                        tensor: name.clone(),
+                        dtype: format!("{:?}", view.dtype()),
+                    }
+                })?;
+                let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+                let info = TensorInfo {
+                    name: name.clone(),
+                    dtype,
+                    shape: view.shape().to_vec(),
+                    bytes: view.data().len() as u64,
+                };
+                tensors.insert(
+                    name,
+                    Location {
+                        info,
+                        file: i,
+                        start,
+                        permuted_heads: None,
+                    },
+                );
+            }
+            maps.push(mmap);
+        }
+        let model = Self {
+            path: dir.to_path_buf(),
+            format: Format::Safetensors,
+            config,
+            files: Files::Safetensors(maps),
+            tensors,
+            file_bytes,
+        };
+        model.check_complete()?;
+        Ok(model)
+    }
+
+    /// Every tensor the architecture needs is present with the shape the config implies.
+    fn check_complete(&self) -> Result<()> {
+        for (name, shape) in expected_tensors(&self.config) {
+            match self.tensors.get(&name) {
+                None => {
+                    return Err(FormatError::MissingTensor {
+                        path: self.path.clone(),
+                        tensor: name,
+                    });
+                }
+                Some(loc) if loc.info.shape != shape => {
+                    return Err(FormatError::corrupt(
+                        &self.path,
+                        format!(
+                            "tensor `{name}` has shape {:?}, the config implies {shape:?}",
+                            loc.info.shape
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The GGUF file behind this model, if it is one (for metadata-level checks).
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        match &self.files {
+            Files::Gguf(f) => Some(f),
+            Files::Safetensors(_) => None,
+        }
+    }
+
+    /// Tensors in sorted internal-name order.
+    pub fn tensors(&self) -> impl Iterator<Item = &TensorInfo> {
+        self.tensors.values().map(|l| &l.info)
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name).map(|l| &l.info)
+    }
+
+    /// Stored bytes of a tensor, borrowed from the memory map.
+    pub fn raw_bytes(&self, name: &str) -> Option<&[u8]> {
+        let loc = self.tensors.get(name)?;
+        let data: &[u8] = match &self.files {
+            Files::Gguf(f) => f.mapped(),
+            Files::Safetensors(maps) => &maps[loc.file],
+        };
+        Some(&data[loc.start..loc.start + loc.info.bytes as usize])
+    }
+
+    /// A tensor's values as f32, dequantised, in the internal (Hugging Face) row order.
+    pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let loc = self.tensors.get(name).ok_or_else(|| FormatError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+        })?;
+        let bytes = self.raw_bytes(name).expect("located above");
+        let mut out = vec![0.0f32; loc.info.elements() as usize];
+        dequantize(loc.info.dtype, bytes, &mut out);
+        if let Some(heads) = loc.permuted_heads {
+            let rows = loc.info.shape[0];
+            let cols = loc.info.shape.get(1).copied().unwrap_or(1);
+            out = unpermute_rope_rows(&out, rows, cols, heads);
+        }
+        Ok(out)
+    }
+
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        match &self.files {
+            Files::Gguf(f) => Tokenizer::from_gguf(f),
+            Files::Safetensors(_) => {
+                let path = self.path.join("tokenizer.json");
+                if !path.is_file() {
+                    return Err(FormatError::Tokenizer {
+                        path: self.path.clone(),
+                        reason: "tokenizer.json is missing from the model directory".into(),
+                    });
+                }
+                let bos = self.hf_bos_token();
+                Tokenizer::from_file(&path, bos)
+            }
+        }
+    }
+
+    /// BOS policy of a Hugging Face directory: tokenizer_config.json's `add_bos_token`.
+    fn hf_bos_token(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.path.join("tokenizer_config.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["add_bos_token"]
+            .as_bool()
+            .filter(|&b| b)
+            .and(self.config.bos_token_id)
+    }
+
+    pub fn description(&self) -> ModelDescription {
+        ModelDescription::new(self)
+    }
+
+    /// Total stored bytes of the model's files.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+}
+
+/// Tensors (internal name, shape) an architecture requires.
+pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, kv) = (c.hidden_size, c.num_key_value_heads * c.head_dim);
+    let q = c.num_attention_heads * c.head_dim;
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h]),
+        ("model.norm.weight".to_string(), vec![h]),
+    ];
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".into(), vec![c.vocab_size, h]));
+    }
+    for i in 0..c.num_hidden_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        out.push((p("input_layernorm.weight"), vec![h]));
+        out.push((p("post_attention_layernorm.weight"), vec![h]));
+        out.push((p("self_attn.q_proj.weight"), vec![q, h]));
+        out.push((p("self_attn.k_proj.weight"), vec![kv, h]));
+        out.push((p("self_attn.v_proj.weight"), vec![kv, h]));
+        out.push((p("self_attn.o_proj.weight"), vec![h, q]));
+        out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, h]));
+        out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, h]));
+        out.push((p("mlp.down_proj.weight"), vec![h, c.intermediate_size]));
+        if c.architecture.qkv_bias() {
+            out.push((p("self_attn.q_proj.bias"), vec![q]));
+            out.push((p("self_attn.k_proj.bias"), vec![kv]));
+            out.push((p("self_attn.v_proj.bias"), vec![kv]));
+        }
+    }
+    out
+}
+
+/// What the memory governor plans from: sizes only, computed from tensor infos (no weight reads).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelDescription {
+    pub path: PathBuf,
+    pub format: Format,
+    pub config: ModelConfig,
+    pub parameter_count: u64,
+    pub file_bytes: u64,
+    /// Number of tensors per stored dtype name.
+    pub dtypes: BTreeMap<String, usize>,
+    /// Parameters of each transformer block.
+    pub layer_parameters: Vec<u64>,
+    pub embedding_parameters: u64,
+    /// Output head parameters (0 when tied to the embedding).
+    pub head_parameters: u64,
+    /// Parameters outside blocks, embedding and head (final norm).
+    pub other_parameters: u64,
+}
+
+impl ModelDescription {
+    fn new(model: &Model) -> Self {
+        let mut dtypes = BTreeMap::new();
+        let mut layer_parameters = vec![0u64; model.config.num_hidden_layers];
+        let (mut embedding, mut head, mut other, mut total) = (0, 0, 0, 0);
+        for t in model.tensors() {
+            *dtypes.entry(t.dtype.name().to_string()).or_insert(0) += 1;
+            let n = t.elements();
+            total += n;
+            match (layer_of(&t.name), t.name.as_str()) {
+                (Some(i), _) if i < layer_parameters.len() => layer_parameters[i] += n,
+                (_, "model.embed_tokens.weight") => embedding += n,
+                (_, "lm_head.weight") => head += n,
+                _ => other += n,
+            }
+        }
+        Self {
+            path: model.path.clone(),
+            format: model.format,
+            config: model.config.clone(),
+            parameter_count: total,
+            file_bytes: model.file_bytes,
+            dtypes,
+            layer_parameters,
+            embedding_parameters: embedding,
+            head_parameters: head,
+            other_parameters: other,
+        }
+    }
+
+    /// Bytes to hold every weight at `bytes_per_parameter` (4 for f32, 2 for f16, ~1 for int8).
+    pub fn weight_bytes(&self, bytes_per_parameter: f64) -> u64 {
+        (self.parameter_count as f64 * bytes_per_parameter).ceil() as u64
+    }
+
+    pub fn largest_layer_parameters(&self) -> u64 {
+        self.layer_parameters.iter().copied().max().unwrap_or(0)
+    }
+}

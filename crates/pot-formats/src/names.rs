@@ -1,0 +1,107 @@
+//! One internal tensor naming (the Hugging Face names), the mapping from GGUF names, and
+//! llama.cpp's row permutation of Q/K for rotary embeddings.
+
+/// The internal (Hugging Face) name of a GGUF tensor, or `None` for a name pot does not use.
+pub fn hf_name_of_gguf(name: &str) -> Option<String> {
+    match name {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// The layer index of an internal name (`model.layers.N.…`).
+pub fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Which Q/K tensors llama.cpp stored with permuted rows, and with how many heads.
+pub fn rope_permutation_heads(name: &str, heads: usize, kv_heads: usize) -> Option<usize> {
+    if name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias") {
+        Some(heads)
+    } else if name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias") {
+        Some(kv_heads)
+    } else {
+        None
+    }
+}
+
+/// Undoes llama.cpp's `permute` for LLaMA-architecture GGUF files: within each head, GGUF row
+/// `2 i + j` holds Hugging Face row `j * head_dim / 2 + i` (interleaved vs rotate-half RoPE).
+/// `data` holds `rows` rows of `cols` values.
+pub fn unpermute_rope_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; data.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..half {
+                let dst = h * head_dim + j * half + i;
+                let src = h * head_dim + 2 * i + j;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hf_names() {
+        assert_eq!(
+            hf_name_of_gguf("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name_of_gguf("blk.0.attn_k.bias").as_deref(),
+            Some("model.layers.0.self_attn.k_proj.bias")
+        );
+        assert_eq!(hf_name_of_gguf("output.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(hf_name_of_gguf("blk.x.attn_q.weight"), None);
+        assert_eq!(layer_of("model.layers.7.mlp.up_proj.weight"), Some(7));
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2).reshape(rows, cols)
+        let (heads, head_dim, cols) = (3, 8, 2);
+        let rows = heads * head_dim;
+        let hf: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+        let mut gguf = vec![0.0; hf.len()];
+        for h in 0..heads {
+            for i in 0..head_dim / 2 {
+                for j in 0..2 {
+                    let src = h * head_dim + j * head_dim / 2 + i;
+                    let dst = h * head_dim + 2 * i + j;
+                    gguf[dst * cols..(dst + 1) * cols].copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        assert_eq!(unpermute_rope_rows(&gguf, rows, cols, heads), hf);
+    }
+}

@@ -1,0 +1,195 @@
+//! Tokenizers: from `tokenizer.json`, or rebuilt from GGUF metadata (byte-level BPE with the
+//! pre-tokenizer llama.cpp uses for the file's `tokenizer.ggml.pre`), and written back out.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+use crate::error::{FormatError, Result};
+use crate::gguf::GgufFile;
+
+/// llama.cpp's split patterns per `tokenizer.ggml.pre` (llama-vocab.cpp), applied in sequence.
+fn pre_tokenizer_patterns(pre: &str) -> Option<&'static [&'static str]> {
+    const GPT2: &str =
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    match pre {
+        // SmolLM, StarCoder, Refact and friends: digits one by one, then the GPT-2 pattern.
+        "smollm" | "starcoder" | "refact" | "codeshell" => Some(&[r"\p{N}", GPT2]),
+        "gpt-2" | "gpt2" => Some(&[GPT2]),
+        "qwen2" => Some(&[
+            r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ]),
+        _ => None,
+    }
+}
+
+/// A tokenizer plus the BOS policy of its model.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Prepend this id when encoding a prompt (the model asks for a BOS token).
+    pub bos: Option<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.vocab_size())
+            .field("bos", &self.bos)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    pub fn from_file(path: &Path, bos: Option<u32>) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| FormatError::Tokenizer {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { inner, bos })
+    }
+
+    /// Rebuilds the tokenizer stored in a GGUF file's metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let path = file.path();
+        let fail = |reason: String| FormatError::Tokenizer {
+            path: path.into(),
+            reason,
+        };
+        let model = file.get("tokenizer.ggml.model").and_then(|v| v.as_str());
+        if model != Some("gpt2") {
+            return Err(fail(format!(
+                "tokenizer.ggml.model is {model:?}; pot rebuilds byte-level BPE (\"gpt2\") tokenizers only"
+            )));
+        }
+        let pre = file
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .unwrap_or("gpt2");
+        let patterns = pre_tokenizer_patterns(pre).ok_or_else(|| {
+            fail(format!(
+                "pre-tokenizer `{pre}` is not supported (supported: smollm, starcoder, gpt2, qwen2)"
+            ))
+        })?;
+        let strings = |key: &str| -> Result<Vec<String>> {
+            file.get(key)
+                .and_then(|v| v.as_array())
+                .ok_or_else(|| fail(format!("`{key}` is missing")))?
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| fail(format!("`{key}` holds non-strings")))
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| fail(format!("merge `{m}` is not two tokens")))
+            })
+            .collect::<Result<_>>()?;
+        let types: Vec<u64> = file
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let vocab: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        if vocab.len() != tokens.len() {
+            return Err(fail("the token list has duplicates".into()));
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
+        for pattern in patterns {
+            let split = Split::new(
+                SplitPattern::Regex((*pattern).to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            steps.push(split.into());
+        }
+        steps.push(ByteLevel::new(false, false, false).into());
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(Sequence::new(steps)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        // Control (3) and user-defined (4) tokens are whole tokens, never split by BPE.
+        let special: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
+            .collect();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| fail(e.to_string()))?;
+        let add_bos = file
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let bos = file
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u32)
+            .filter(|_| add_bos);
+        Ok(Self { inner, bos })
+    }
+
+    /// Token ids of `text` as plain text (special-token strings are not given special meaning
+    /// beyond being whole tokens), without BOS.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Token ids of a prompt as the model is fed it: BOS first when the model asks for one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut ids = self.bos.map(|b| vec![b]).unwrap_or_default();
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        self.inner.decode(ids, false).map_err(|e| e.to_string())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The full token -> id map, added tokens included.
+    pub fn vocab(&self) -> HashMap<String, u32> {
+        self.inner.get_vocab(true)
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String, String> {
+        self.inner.to_string(false).map_err(|e| e.to_string())
+    }
+
+    /// Pre-tokenizer and normaliser configuration as JSON (for compatibility checks).
+    pub fn pipeline_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "normalizer": serde_json::to_value(self.inner.get_normalizer()).unwrap_or_default(),
+            "pre_tokenizer": serde_json::to_value(self.inner.get_pre_tokenizer()).unwrap_or_default(),
+        })
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
