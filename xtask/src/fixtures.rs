@@ -51,11 +51,15 @@ pub fn run(args: &[String]) -> Result<()> {
         names
             .iter()
             .map(|n| {
-                manifest.models.iter().find(|m| &m.name == n).with_context(|| {
-                    let known: Vec<&str> =
-                        manifest.models.iter().map(|m| m.name.as_str()).collect();
-                    format!("unknown fixture `{n}`; known: {}", known.join(", "))
-                })
+                manifest
+                    .models
+                    .iter()
+                    .find(|m| &m.name == n)
+                    .with_context(|| {
+                        let known: Vec<&str> =
+                            manifest.models.iter().map(|m| m.name.as_str()).collect();
+                        format!("unknown fixture `{n}`; known: {}", known.join(", "))
+                    })
             })
             .collect::<Result<_>>()?
     };
@@ -183,7 +187,12 @@ fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("{wheel_prefix}-")) && n.ends_with(".whl"))
         })
-        .with_context(|| format!("pip reported success but no wheel for {package} is in {}", dir.display()))
+        .with_context(|| {
+            format!(
+                "pip reported success but no wheel for {package} is in {}",
+                dir.display()
+            )
+        })
 }
 
 /// Wheels are zip files; Python's zipfile streams the member out (pip already needs Python).

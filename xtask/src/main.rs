@@ -1,6 +1,7 @@
 //! Repository chores: `cargo xtask fixtures | golden | bench`. Run `cargo xtask help`.
 
 mod fixtures;
+mod simulate;
 
 use std::process::{Command, ExitCode};
 
@@ -12,6 +13,7 @@ cargo xtask <task>
   fixtures [NAME...]     fetch the real test models (fixtures/models.json) into the cache,
                          check size and SHA-256, print their paths; no-op when already valid
   fixtures --path NAME   print the cached path of one model (fetching it if needed)
+  simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
   golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
   golden --accept        run them and overwrite changed snapshots (review with `git diff`)
 ";
@@ -35,6 +37,7 @@ fn run() -> Result<()> {
     match task.as_str() {
         "fixtures" => fixtures::run(rest),
         "golden" => golden(rest),
+        "simulate" => simulate::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -75,51 +75,130 @@ const NAME_TAILS: &[&str] = &[
     "field", "brook", "gate", "holm", "dale", "wood", "port", "mere", "ton",
 ];
 const REGIONS: &[&str] = &[
-    "the Velmar Valley", "the Oster Hills", "the Saltmarsh Coast", "the High Carran Plateau",
-    "the Lowen Fens", "the Brisk Peninsula", "the Amber Downs", "the Tarrow Basin",
-    "the Greywater Estuary", "the Northern Reach", "the Solent Moors", "the Kestrel Highlands",
-    "the Willow Delta", "the Copper Ridge", "the Fallow Plains", "the Hollin Forest",
+    "the Velmar Valley",
+    "the Oster Hills",
+    "the Saltmarsh Coast",
+    "the High Carran Plateau",
+    "the Lowen Fens",
+    "the Brisk Peninsula",
+    "the Amber Downs",
+    "the Tarrow Basin",
+    "the Greywater Estuary",
+    "the Northern Reach",
+    "the Solent Moors",
+    "the Kestrel Highlands",
+    "the Willow Delta",
+    "the Copper Ridge",
+    "the Fallow Plains",
+    "the Hollin Forest",
 ];
 const SETTLEMENTS: &[&str] = &["town", "village", "port city", "market town", "river town"];
 const SIZE_ADJS: &[&str] = &[
-    "small", "quiet", "busy", "historic", "remote", "prosperous", "growing", "picturesque",
+    "small",
+    "quiet",
+    "busy",
+    "historic",
+    "remote",
+    "prosperous",
+    "growing",
+    "picturesque",
 ];
 const POSITIONS: &[&str] = &[
-    "northern edge", "southern edge", "eastern shore", "western shore", "central lowlands",
-    "upper slopes", "lower banks", "far corner",
+    "northern edge",
+    "southern edge",
+    "eastern shore",
+    "western shore",
+    "central lowlands",
+    "upper slopes",
+    "lower banks",
+    "far corner",
 ];
 const FOUNDERS: &[&str] = &[
-    "a group of wool merchants", "fishing families from the coast", "monks from a nearby abbey",
-    "miners searching for tin", "settlers fleeing a long drought", "a company of salt traders",
-    "farmers who drained the marshes", "veterans of a border war",
+    "a group of wool merchants",
+    "fishing families from the coast",
+    "monks from a nearby abbey",
+    "miners searching for tin",
+    "settlers fleeing a long drought",
+    "a company of salt traders",
+    "farmers who drained the marshes",
+    "veterans of a border war",
 ];
 const FOUNDING_REASONS: &[&str] = &[
-    "wanted a safe harbour for the winter", "needed fresh water for their herds",
-    "were looking for fertile land", "hoped to control the old trade road",
-    "built a mill beside the fast stream", "found clay suitable for pottery",
+    "wanted a safe harbour for the winter",
+    "needed fresh water for their herds",
+    "were looking for fertile land",
+    "hoped to control the old trade road",
+    "built a mill beside the fast stream",
+    "found clay suitable for pottery",
 ];
 const INDUSTRIES: &[&str] = &[
-    "fishing", "weaving", "tourism", "dairy farming", "shipbuilding", "apple growing",
-    "stone quarrying", "glassmaking", "printing", "timber", "brewing", "software services",
+    "fishing",
+    "weaving",
+    "tourism",
+    "dairy farming",
+    "shipbuilding",
+    "apple growing",
+    "stone quarrying",
+    "glassmaking",
+    "printing",
+    "timber",
+    "brewing",
+    "software services",
 ];
-const TRENDS: &[&str] = &["grown steadily", "fallen slowly", "remained stable", "nearly doubled"];
+const TRENDS: &[&str] = &[
+    "grown steadily",
+    "fallen slowly",
+    "remained stable",
+    "nearly doubled",
+];
 const LANDMARKS: &[&str] = &[
-    "clock tower", "stone bridge", "covered market", "lighthouse", "town hall", "old library",
-    "railway station", "cathedral", "observatory", "botanical garden",
+    "clock tower",
+    "stone bridge",
+    "covered market",
+    "lighthouse",
+    "town hall",
+    "old library",
+    "railway station",
+    "cathedral",
+    "observatory",
+    "botanical garden",
 ];
 const ATTRACTIONS: &[&str] = &[
-    "spring blossom in the orchards", "migrating geese on the mudflats",
-    "autumn colours along the river", "summer regatta in the harbour",
-    "frozen waterfalls above the town", "lantern parade through the old streets",
+    "spring blossom in the orchards",
+    "migrating geese on the mudflats",
+    "autumn colours along the river",
+    "summer regatta in the harbour",
+    "frozen waterfalls above the town",
+    "lantern parade through the old streets",
 ];
-const SEASONS: &[&str] = &["spring", "summer", "autumn", "winter", "late summer", "early spring"];
+const SEASONS: &[&str] = &[
+    "spring",
+    "summer",
+    "autumn",
+    "winter",
+    "late summer",
+    "early spring",
+];
 const SUBJECTS: &[&str] = &[
-    "local history", "navigation", "carpentry", "botany", "music", "mathematics", "astronomy",
-    "cooking", "geology", "poetry",
+    "local history",
+    "navigation",
+    "carpentry",
+    "botany",
+    "music",
+    "mathematics",
+    "astronomy",
+    "cooking",
+    "geology",
+    "poetry",
 ];
 const FESTIVALS: &[&str] = &[
-    "harvest fair", "music festival", "boat race", "cheese market", "kite festival",
-    "book fair", "winter carnival",
+    "harvest fair",
+    "music festival",
+    "boat race",
+    "cheese market",
+    "kite festival",
+    "book fair",
+    "winter carnival",
 ];
 
 fn place_name(d: &mut Draws) -> String {
@@ -176,21 +255,50 @@ fn factual(d: &mut Draws) -> String {
 
 /// (name, subject pronoun)
 const PEOPLE: &[(&str, &str)] = &[
-    ("Amara", "She"), ("Bruno", "He"), ("Chen", "He"), ("Dalia", "She"), ("Emeka", "He"),
-    ("Farah", "She"), ("Goran", "He"), ("Hana", "She"), ("Ivan", "He"), ("Julia", "She"),
-    ("Kofi", "He"), ("Leila", "She"), ("Mateo", "He"), ("Nadia", "She"), ("Oskar", "He"),
-    ("Priya", "She"), ("Quentin", "He"), ("Rosa", "She"), ("Sami", "He"), ("Tara", "She"),
+    ("Amara", "She"),
+    ("Bruno", "He"),
+    ("Chen", "He"),
+    ("Dalia", "She"),
+    ("Emeka", "He"),
+    ("Farah", "She"),
+    ("Goran", "He"),
+    ("Hana", "She"),
+    ("Ivan", "He"),
+    ("Julia", "She"),
+    ("Kofi", "He"),
+    ("Leila", "She"),
+    ("Mateo", "He"),
+    ("Nadia", "She"),
+    ("Oskar", "He"),
+    ("Priya", "She"),
+    ("Quentin", "He"),
+    ("Rosa", "She"),
+    ("Sami", "He"),
+    ("Tara", "She"),
 ];
 /// (container plural, item plural)
 const STOCK: &[(&str, &str)] = &[
-    ("boxes", "pencils"), ("crates", "apples"), ("trays", "muffins"), ("bags", "marbles"),
-    ("shelves", "books"), ("baskets", "eggs"), ("jars", "cookies"), ("packs", "stickers"),
-    ("cartons", "oranges"), ("bins", "bolts"), ("folders", "letters"), ("racks", "bottles"),
+    ("boxes", "pencils"),
+    ("crates", "apples"),
+    ("trays", "muffins"),
+    ("bags", "marbles"),
+    ("shelves", "books"),
+    ("baskets", "eggs"),
+    ("jars", "cookies"),
+    ("packs", "stickers"),
+    ("cartons", "oranges"),
+    ("bins", "bolts"),
+    ("folders", "letters"),
+    ("racks", "bottles"),
 ];
 /// (vehicle, lowest and highest plausible speed in km/h)
 const VEHICLES: &[(&str, u64, u64)] = &[
-    ("train", 60, 160), ("ferry", 15, 45), ("bus", 30, 90), ("cyclist", 12, 30),
-    ("delivery van", 40, 100), ("runner", 8, 16),
+    ("train", 60, 160),
+    ("ferry", 15, 45),
+    ("bus", 30, 90),
+    ("cyclist", 12, 30),
+    ("delivery van", 40, 100),
+    ("runner", 8, 16),
 ];
 
 fn reasoning(d: &mut Draws) -> String {
@@ -257,21 +365,62 @@ fn reasoning(d: &mut Draws) -> String {
 
 /// (entity singular, entity plural, numeric fields)
 const ENTITIES: &[(&str, &str, &[&str])] = &[
-    ("order", "orders", &["total", "quantity", "discount", "weight"]),
-    ("sensor", "sensors", &["reading", "temperature", "voltage", "uptime"]),
-    ("invoice", "invoices", &["amount", "tax", "days_overdue", "line_count"]),
+    (
+        "order",
+        "orders",
+        &["total", "quantity", "discount", "weight"],
+    ),
+    (
+        "sensor",
+        "sensors",
+        &["reading", "temperature", "voltage", "uptime"],
+    ),
+    (
+        "invoice",
+        "invoices",
+        &["amount", "tax", "days_overdue", "line_count"],
+    ),
     ("player", "players", &["score", "level", "health", "streak"]),
-    ("ticket", "tickets", &["priority", "age_hours", "reopen_count", "votes"]),
+    (
+        "ticket",
+        "tickets",
+        &["priority", "age_hours", "reopen_count", "votes"],
+    ),
     ("book", "books", &["pages", "rating", "year", "copies"]),
-    ("server", "servers", &["load", "memory_mb", "latency_ms", "errors"]),
-    ("flight", "flights", &["delay", "seats_free", "distance", "fare"]),
+    (
+        "server",
+        "servers",
+        &["load", "memory_mb", "latency_ms", "errors"],
+    ),
+    (
+        "flight",
+        "flights",
+        &["delay", "seats_free", "distance", "fare"],
+    ),
 ];
 const CODE_VERBS: &[&str] = &[
-    "collect", "select", "gather", "extract", "summarize", "measure", "aggregate", "scan",
-    "tally", "compute", "reduce", "inspect",
+    "collect",
+    "select",
+    "gather",
+    "extract",
+    "summarize",
+    "measure",
+    "aggregate",
+    "scan",
+    "tally",
+    "compute",
+    "reduce",
+    "inspect",
 ];
 const THRESHOLD_NAMES: &[&str] = &[
-    "threshold", "minimum", "cutoff", "limit", "floor", "bound", "lower_bound", "min_value",
+    "threshold",
+    "minimum",
+    "cutoff",
+    "limit",
+    "floor",
+    "bound",
+    "lower_bound",
+    "min_value",
 ];
 
 fn code(d: &mut Draws) -> String {
@@ -286,9 +435,19 @@ fn code(d: &mut Draws) -> String {
     match d.below(3) {
         0 => {
             let (init, update, ret) = match op {
-                0 => ("total = 0", format!("total += {one}.{value_field}"), "total"),
+                0 => (
+                    "total = 0",
+                    format!("total += {one}.{value_field}"),
+                    "total",
+                ),
                 1 => ("count = 0", "count += 1".to_string(), "count"),
-                _ => ("best = None", format!("best = {one}.{value_field} if best is None else max(best, {one}.{value_field})"), "best"),
+                _ => (
+                    "best = None",
+                    format!(
+                        "best = {one}.{value_field} if best is None else max(best, {one}.{value_field})"
+                    ),
+                    "best",
+                ),
             };
             format!(
                 "def {func}({many}, {limit}={default_limit}):\n    \"\"\"Look at every {one} whose \
@@ -300,9 +459,17 @@ fn code(d: &mut Draws) -> String {
         1 => {
             let ty = capitalise(one);
             let (init, update, ret) = match op {
-                0 => ("let mut total = 0.0;", format!("total += {one}.{value_field};"), "total"),
+                0 => (
+                    "let mut total = 0.0;",
+                    format!("total += {one}.{value_field};"),
+                    "total",
+                ),
                 1 => ("let mut count = 0.0;", "count += 1.0;".to_string(), "count"),
-                _ => ("let mut best = f64::MIN;", format!("best = best.max({one}.{value_field});"), "best"),
+                _ => (
+                    "let mut best = f64::MIN;",
+                    format!("best = best.max({one}.{value_field});"),
+                    "best",
+                ),
             };
             format!(
                 "/// Looks at every {one} whose {test_field} is above `{limit}` and combines its \
@@ -316,7 +483,9 @@ fn code(d: &mut Draws) -> String {
             let reducer = match op {
                 0 => format!(".reduce((sum, {one}) => sum + {one}.{value_field}, 0)"),
                 1 => ".length".to_string(),
-                _ => format!(".reduce((best, {one}) => Math.max(best, {one}.{value_field}), -Infinity)"),
+                _ => format!(
+                    ".reduce((best, {one}) => Math.max(best, {one}.{value_field}), -Infinity)"
+                ),
             };
             format!(
                 "// Looks at every {one} whose {test_field} is above {limit} and combines its \
@@ -345,17 +514,39 @@ fn camel_case(snake: &str) -> String {
 // Dialogue
 
 const PRODUCTS: &[&str] = &[
-    "kettle", "pair of hiking boots", "desk lamp", "coffee grinder", "backpack", "bicycle helmet",
-    "set of kitchen knives", "wireless keyboard", "winter coat", "garden hose",
+    "kettle",
+    "pair of hiking boots",
+    "desk lamp",
+    "coffee grinder",
+    "backpack",
+    "bicycle helmet",
+    "set of kitchen knives",
+    "wireless keyboard",
+    "winter coat",
+    "garden hose",
 ];
 const PROBLEMS: &[&str] = &[
-    "with a scratch on the front", "in the wrong colour", "two weeks late",
-    "without the instructions", "with a missing part", "in a damaged box",
+    "with a scratch on the front",
+    "in the wrong colour",
+    "two weeks late",
+    "without the instructions",
+    "with a missing part",
+    "in a damaged box",
 ];
-const DAYS: &[&str] = &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "weekend"];
+const DAYS: &[&str] = &[
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "weekend",
+];
 const REMEDIES: &[&str] = &[
-    "send a replacement today", "arrange a full refund", "book a courier to collect it",
-    "send the missing part by express post", "apply a discount to your next order",
+    "send a replacement today",
+    "arrange a full refund",
+    "book a courier to collect it",
+    "send the missing part by express post",
+    "apply a discount to your next order",
 ];
 const CLOSINGS: &[&str] = &[
     "That sounds fair. Thank you for your help.",
@@ -387,32 +578,64 @@ fn dialogue(d: &mut Draws) -> String {
 // French
 
 const VILLES: &[&str] = &[
-    "Valmont", "Beaulieu", "Rochefort", "Saint-Aubin", "Montclair", "Villeneuve", "Clairvaux",
-    "Fontenay", "Belleroche", "Castelnau", "Mirebeau", "Lormont",
+    "Valmont",
+    "Beaulieu",
+    "Rochefort",
+    "Saint-Aubin",
+    "Montclair",
+    "Villeneuve",
+    "Clairvaux",
+    "Fontenay",
+    "Belleroche",
+    "Castelnau",
+    "Mirebeau",
+    "Lormont",
 ];
 const REGIONS_FR: &[&str] = &[
-    "au bord de la mer", "au pied des montagnes", "au cœur d'une vallée fertile",
-    "près d'un grand lac", "le long d'un fleuve tranquille", "sur un plateau venteux",
+    "au bord de la mer",
+    "au pied des montagnes",
+    "au cœur d'une vallée fertile",
+    "près d'un grand lac",
+    "le long d'un fleuve tranquille",
+    "sur un plateau venteux",
 ];
 const LIEUX: &[&str] = &[
-    "au marché couvert", "à la bibliothèque municipale", "sur la place de l'église",
-    "au café du port", "dans le jardin public", "à la salle des fêtes",
+    "au marché couvert",
+    "à la bibliothèque municipale",
+    "sur la place de l'église",
+    "au café du port",
+    "dans le jardin public",
+    "à la salle des fêtes",
 ];
 const ACTIVITES: &[&str] = &[
-    "discuter des nouvelles du quartier", "acheter des légumes frais", "écouter un concert",
-    "jouer aux échecs", "préparer la fête du village", "échanger des livres",
+    "discuter des nouvelles du quartier",
+    "acheter des légumes frais",
+    "écouter un concert",
+    "jouer aux échecs",
+    "préparer la fête du village",
+    "échanger des livres",
 ];
 const MOMENTS: &[&str] = &[
-    "Chaque samedi matin", "Le dimanche après-midi", "Tous les soirs d'été",
-    "Au début de chaque mois", "Pendant les vacances d'hiver",
+    "Chaque samedi matin",
+    "Le dimanche après-midi",
+    "Tous les soirs d'été",
+    "Au début de chaque mois",
+    "Pendant les vacances d'hiver",
 ];
 const METIERS: &[&str] = &[
-    "les pêcheurs", "les boulangers", "les artisans", "les étudiants", "les vignerons",
+    "les pêcheurs",
+    "les boulangers",
+    "les artisans",
+    "les étudiants",
+    "les vignerons",
     "les musiciens",
 ];
 const PROJETS: &[&str] = &[
-    "rénover le vieux pont", "ouvrir une nouvelle école", "planter des arbres le long des rues",
-    "restaurer le moulin", "construire une piste cyclable",
+    "rénover le vieux pont",
+    "ouvrir une nouvelle école",
+    "planter des arbres le long des rues",
+    "restaurer le moulin",
+    "construire une piste cyclable",
 ];
 
 fn french(d: &mut Draws) -> String {

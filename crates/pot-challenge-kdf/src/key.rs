@@ -160,7 +160,9 @@ mod tests {
     fn malformed_keys_get_clear_errors() {
         let short = MasterKey::from_hex("abcd", "test").unwrap_err().to_string();
         assert!(short.contains("64 hex digits"), "{short}");
-        let bad = MasterKey::from_hex(&"zz".repeat(32), "test").unwrap_err().to_string();
+        let bad = MasterKey::from_hex(&"zz".repeat(32), "test")
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("not hex"), "{bad}");
         let missing = MasterKey::from_file(Path::new("/nonexistent/key")).unwrap_err();
         assert!(missing.to_string().contains("pot keygen"), "{missing}");

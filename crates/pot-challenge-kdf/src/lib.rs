@@ -119,11 +119,7 @@ pub struct Commitment {
 /// run_id || u64be(count) || family names joined by "," || 0x00 || seed_0 || ... || seed_{n-1})`.
 pub fn commit(key: &MasterKey, spec: &ChallengeSpec) -> Commitment {
     let key_id = key.id();
-    let families: Vec<&str> = spec
-        .effective_families()
-        .iter()
-        .map(|f| f.name())
-        .collect();
+    let families: Vec<&str> = spec.effective_families().iter().map(|f| f.name()).collect();
     let mut hasher = Sha256::new();
     hasher.update(b"pot/commitment/v1");
     hasher.update(GENERATOR_VERSION.as_bytes());

@@ -54,7 +54,9 @@ pub fn prf_integers(key: &[u8], info: &[u8], count: usize, lo: u64, hi: u64) -> 
         salted.extend_from_slice(&offset.to_be_bytes());
         let buf = prf_bytes(key, &salted, remaining * bpi * 2);
         for chunk in buf.chunks_exact(bpi) {
-            let v = chunk.iter().fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+            let v = chunk
+                .iter()
+                .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
             if v < limit {
                 out.push(lo + (v % range) as u64);
                 if out.len() == count {
@@ -120,7 +122,14 @@ mod tests {
 
     #[test]
     fn prf_integers_stay_in_range() {
-        for (lo, hi) in [(0, 1), (3, 4), (0, 255), (0, 256), (10, 70_000), (0, u64::MAX)] {
+        for (lo, hi) in [
+            (0, 1),
+            (3, 4),
+            (0, 255),
+            (0, 256),
+            (10, 70_000),
+            (0, u64::MAX),
+        ] {
             for v in prf_integers(&mk(), b"r", 200, lo, hi) {
                 assert!(v >= lo && v < hi, "{v} outside [{lo}, {hi})");
             }

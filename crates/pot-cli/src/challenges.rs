@@ -1,11 +1,11 @@
 //! `pot keygen` and `pot challenges [commit | check-commitment]`.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use pot_challenge_kdf::{ChallengeSpec, Family, KEY_ENV, MasterKey, check_commitment, commit};
+use std::path::PathBuf;
+
+use crate::exit::{self, Failure};
 
 #[derive(Args)]
 pub struct KeygenArgs {
@@ -112,14 +112,14 @@ enum ChallengesAction {
     },
 }
 
-pub fn keygen(args: KeygenArgs) -> Result<ExitCode> {
+pub fn keygen(args: KeygenArgs) -> Result<u8, Failure> {
     let key = MasterKey::generate()?;
     key.save_new(&args.out)?;
     println!("wrote {} (key id {})", args.out.display(), key.id());
-    Ok(ExitCode::SUCCESS)
+    Ok(exit::SAME)
 }
 
-pub fn run(args: ChallengesArgs) -> Result<ExitCode> {
+pub fn run(args: ChallengesArgs) -> Result<u8, Failure> {
     match args.action {
         Some(ChallengesAction::Commit { key, spec, json }) => {
             let commitment = commit(&key.load()?, &spec.spec());
@@ -128,7 +128,7 @@ pub fn run(args: ChallengesArgs) -> Result<ExitCode> {
             } else {
                 println!("{}", commitment.digest);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(exit::SAME)
         }
         Some(ChallengesAction::CheckCommitment {
             key,
@@ -138,7 +138,7 @@ pub fn run(args: ChallengesArgs) -> Result<ExitCode> {
             let key = key.load()?;
             if check_commitment(&key, &spec.spec(), &commitment) {
                 println!("ok: key {} reproduces commitment {commitment}", key.id());
-                Ok(ExitCode::SUCCESS)
+                Ok(exit::SAME)
             } else {
                 println!(
                     "MISMATCH: key {} with run id `{}`, n = {} does not reproduce {commitment}",
@@ -146,7 +146,7 @@ pub fn run(args: ChallengesArgs) -> Result<ExitCode> {
                     spec.run_id,
                     spec.count
                 );
-                Ok(ExitCode::from(1))
+                Ok(exit::DIFFERENT)
             }
         }
         None => {
@@ -167,10 +167,16 @@ pub fn run(args: ChallengesArgs) -> Result<ExitCode> {
                     spec.run_id, spec.count, commitment.key_id, commitment.digest
                 );
                 for c in &challenges {
-                    println!("\n[{}] {} {}\n{}", c.index, c.family, c.id, c.prompt.trim_end());
+                    println!(
+                        "\n[{}] {} {}\n{}",
+                        c.index,
+                        c.family,
+                        c.id,
+                        c.prompt.trim_end()
+                    );
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(exit::SAME)
         }
     }
 }

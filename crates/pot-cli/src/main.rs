@@ -1,16 +1,20 @@
 //! The `pot` binary: a thin clap front end over the stage crates.
 
 mod challenges;
+mod decide;
+mod exit;
+mod models;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code for usage errors and bad input (clap uses 2 as well).
-pub const EXIT_USAGE: u8 = 2;
-
 #[derive(Parser)]
-#[command(name = "pot", version, about = "Decide whether two language models are the same model")]
+#[command(
+    name = "pot",
+    version,
+    about = "Decide whether two language models are the same model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +26,12 @@ enum Command {
     Keygen(challenges::KeygenArgs),
     /// Derive the secret challenge prompts of a run, or commit to / check a challenge set.
     Challenges(challenges::ChallengesArgs),
+    /// Run the sequential test over a file of scores (one per line).
+    Decide(decide::DecideArgs),
+    /// Convert a model (GGUF or HF directory) to a Hugging Face safetensors directory.
+    Convert(models::ConvertArgs),
+    /// Describe a model without loading its weights.
+    Inspect(models::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,12 +39,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => challenges::keygen(args),
         Command::Challenges(args) => challenges::run(args),
+        Command::Decide(args) => decide::run(args),
+        Command::Convert(args) => models::convert_cmd(args),
+        Command::Inspect(args) => models::inspect_cmd(args),
     };
     match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
         }
     }
 }

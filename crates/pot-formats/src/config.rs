@@ -67,17 +67,19 @@ impl ModelConfig {
             path: path.into(),
             reason,
         };
-        let json: Json = serde_json::from_str(text).map_err(|e| invalid(format!("not JSON ({e})")))?;
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| invalid(format!("not JSON ({e})")))?;
         let arch_name = json["model_type"]
             .as_str()
             .or_else(|| json["architectures"][0].as_str())
             .ok_or_else(|| invalid("neither model_type nor architectures is set".into()))?;
-        let architecture =
-            Architecture::from_name(arch_name).ok_or_else(|| FormatError::UnsupportedArchitecture {
+        let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
+            FormatError::UnsupportedArchitecture {
                 path: path.into(),
                 arch: arch_name.into(),
                 supported: Architecture::SUPPORTED.into(),
-            })?;
+            }
+        })?;
         let usize_field = |key: &str| -> Result<usize> {
             json[key]
                 .as_u64()
@@ -102,7 +104,8 @@ impl ModelConfig {
             rope_theta: json["rope_theta"].as_f64().unwrap_or(10_000.0),
             rms_norm_eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-6),
             tie_word_embeddings: json["tie_word_embeddings"].as_bool().unwrap_or(false),
-            max_position_embeddings: json["max_position_embeddings"].as_u64().unwrap_or(2048) as usize,
+            max_position_embeddings: json["max_position_embeddings"].as_u64().unwrap_or(2048)
+                as usize,
             bos_token_id: json["bos_token_id"].as_u64().map(|v| v as u32),
             eos_token_id: json["eos_token_id"].as_u64().map(|v| v as u32),
         };
@@ -119,12 +122,13 @@ impl ModelConfig {
                 path: path.into(),
                 reason: "general.architecture is missing".into(),
             })?;
-        let architecture =
-            Architecture::from_name(arch_name).ok_or_else(|| FormatError::UnsupportedArchitecture {
+        let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
+            FormatError::UnsupportedArchitecture {
                 path: path.into(),
                 arch: arch_name.into(),
                 supported: Architecture::SUPPORTED.into(),
-            })?;
+            }
+        })?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let num = |k: &str| -> Result<usize> {
             file.get(&key(k))
@@ -155,7 +159,8 @@ impl ModelConfig {
             num_hidden_layers: num("block_count")?,
             num_attention_heads,
             num_key_value_heads: num("attention.head_count_kv").unwrap_or(num_attention_heads),
-            head_dim: num("attention.key_length").unwrap_or(hidden_size / num_attention_heads.max(1)),
+            head_dim: num("attention.key_length")
+                .unwrap_or(hidden_size / num_attention_heads.max(1)),
             vocab_size,
             rope_theta: file
                 .get(&key("rope.freq_base"))
@@ -188,7 +193,9 @@ impl ModelConfig {
             })
         };
         if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
-            return invalid("hidden_size, num_hidden_layers and vocab_size must be positive".into());
+            return invalid(
+                "hidden_size, num_hidden_layers and vocab_size must be positive".into(),
+            );
         }
         if self.num_attention_heads == 0
             || self.num_key_value_heads == 0

@@ -177,7 +177,9 @@ fn write_all(
         w.write_all(&bytes).map_err(|e| write_err(&st_path, &e))?;
         progress(i + 1, tensors.len());
     }
-    let file = w.into_inner().map_err(|e| write_err(&st_path, &e.error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| write_err(&st_path, &e.error()))?;
     file.sync_all().map_err(|e| write_err(&st_path, &e))?;
     Ok(())
 }

@@ -5,28 +5,38 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("model not found: {path} does not exist. Check the path (a GGUF file or a Hugging Face directory with config.json)")]
+    #[error(
+        "model not found: {path} does not exist. Check the path (a GGUF file or a Hugging Face directory with config.json)"
+    )]
     NotFound { path: PathBuf },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is a directory without config.json: a Hugging Face model directory needs config.json next to its *.safetensors files")]
+    #[error(
+        "{path} is a directory without config.json: a Hugging Face model directory needs config.json next to its *.safetensors files"
+    )]
     MissingConfig { path: PathBuf },
     #[error("{path} holds no weights: expected model.safetensors or model.safetensors.index.json")]
     MissingWeights { path: PathBuf },
-    #[error("{path} is not a model file pot can read: {reason}. pot reads GGUF files (.gguf) and Hugging Face directories")]
+    #[error(
+        "{path} is not a model file pot can read: {reason}. pot reads GGUF files (.gguf) and Hugging Face directories"
+    )]
     UnknownFormat { path: PathBuf, reason: String },
     #[error("{path} is corrupted or truncated: {reason}. Download or convert the file again")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("{path}: tensor `{tensor}` has type {dtype}, which pot cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). Re-export the model with a supported quantisation")]
+    #[error(
+        "{path}: tensor `{tensor}` has type {dtype}, which pot cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). Re-export the model with a supported quantisation"
+    )]
     UnsupportedDtype {
         path: PathBuf,
         tensor: String,
         dtype: String,
     },
-    #[error("{path}: architecture `{arch}` is not supported (supported: {supported}). Open an issue with the model's config")]
+    #[error(
+        "{path}: architecture `{arch}` is not supported (supported: {supported}). Open an issue with the model's config"
+    )]
     UnsupportedArchitecture {
         path: PathBuf,
         arch: String,

@@ -233,10 +233,7 @@ impl GgufFile {
     }
 
     #[allow(clippy::type_complexity)]
-    fn parse(
-        path: &Path,
-        data: &[u8],
-    ) -> Result<(u32, BTreeMap<String, Value>, Vec<GgufTensor>)> {
+    fn parse(path: &Path, data: &[u8]) -> Result<(u32, BTreeMap<String, Value>, Vec<GgufTensor>)> {
         let mut c = Cursor { data, pos: 0, path };
         let magic = c.take(4, "magic").map_err(|_| FormatError::UnknownFormat {
             path: path.into(),
@@ -266,12 +263,12 @@ impl GgufFile {
         }
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some(v) => v
-                .as_u64()
-                .filter(|a| a.is_power_of_two())
-                .ok_or_else(|| {
-                    FormatError::corrupt(path, format!("general.alignment {v:?} is not a power of two"))
-                })?,
+            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
+                FormatError::corrupt(
+                    path,
+                    format!("general.alignment {v:?} is not a power of two"),
+                )
+            })?,
         };
         let mut infos = Vec::with_capacity(tensor_count);
         for _ in 0..tensor_count {
@@ -302,7 +299,9 @@ impl GgufFile {
             let elements = dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| FormatError::corrupt(path, format!("tensor `{name}`: shape {dims:?} overflows")))?;
+                .ok_or_else(|| {
+                    FormatError::corrupt(path, format!("tensor `{name}`: shape {dims:?} overflows"))
+                })?;
             let len = dtype.bytes_for(elements).ok_or_else(|| {
                 FormatError::corrupt(
                     path,

@@ -139,7 +139,8 @@ impl Model {
         if !config_path.is_file() {
             return Err(FormatError::MissingConfig { path: dir.into() });
         }
-        let text = std::fs::read_to_string(&config_path).map_err(|e| FormatError::io(&config_path, e))?;
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| FormatError::io(&config_path, e))?;
         let config = ModelConfig::from_hf_json(&config_path, &text)?;
 
         let single = dir.join("model.safetensors");
@@ -169,7 +170,8 @@ impl Model {
         let mut file_bytes = 0;
         for (i, shard) in shard_names.iter().enumerate() {
             let shard_path = dir.join(shard);
-            let file = std::fs::File::open(&shard_path).map_err(|e| FormatError::io(&shard_path, e))?;
+            let file =
+                std::fs::File::open(&shard_path).map_err(|e| FormatError::io(&shard_path, e))?;
             // SAFETY: read-only map of a file pot does not modify.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(&shard_path, e))?;
             file_bytes += mmap.len() as u64;
@@ -280,10 +282,13 @@ impl Model {
 
     /// A tensor's values as f32, dequantised, in the internal (Hugging Face) row order.
     pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let loc = self.tensors.get(name).ok_or_else(|| FormatError::MissingTensor {
-            path: self.path.clone(),
-            tensor: name.into(),
-        })?;
+        let loc = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| FormatError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.into(),
+            })?;
         let bytes = self.raw_bytes(name).expect("located above");
         let mut out = vec![0.0f32; loc.info.elements() as usize];
         dequantize(loc.info.dtype, bytes, &mut out);
@@ -337,7 +342,10 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (h, kv) = (c.hidden_size, c.num_key_value_heads * c.head_dim);
     let q = c.num_attention_heads * c.head_dim;
     let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h]),
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![c.vocab_size, h],
+        ),
         ("model.norm.weight".to_string(), vec![h]),
     ];
     if !c.tie_word_embeddings {

@@ -60,7 +60,8 @@ pub fn unpermute_rope_rows(data: &[f32], rows: usize, cols: usize, heads: usize)
             for i in 0..half {
                 let dst = h * head_dim + j * half + i;
                 let src = h * head_dim + 2 * i + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -81,7 +82,10 @@ mod tests {
             hf_name_of_gguf("blk.0.attn_k.bias").as_deref(),
             Some("model.layers.0.self_attn.k_proj.bias")
         );
-        assert_eq!(hf_name_of_gguf("output.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(
+            hf_name_of_gguf("output.weight").as_deref(),
+            Some("lm_head.weight")
+        );
         assert_eq!(hf_name_of_gguf("blk.x.attn_q.weight"), None);
         assert_eq!(layer_of("model.layers.7.mlp.up_proj.weight"), Some(7));
     }
@@ -98,7 +102,8 @@ mod tests {
                 for j in 0..2 {
                     let src = h * head_dim + j * head_dim / 2 + i;
                     let dst = h * head_dim + 2 * i + j;
-                    gguf[dst * cols..(dst + 1) * cols].copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                    gguf[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
                 }
             }
         }

@@ -15,8 +15,7 @@ use crate::gguf::GgufFile;
 
 /// llama.cpp's split patterns per `tokenizer.ggml.pre` (llama-vocab.cpp), applied in sequence.
 fn pre_tokenizer_patterns(pre: &str) -> Option<&'static [&'static str]> {
-    const GPT2: &str =
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
     match pre {
         // SmolLM, StarCoder, Refact and friends: digits one by one, then the GPT-2 pattern.
         "smollm" | "starcoder" | "refact" | "codeshell" => Some(&[r"\p{N}", GPT2]),
@@ -108,7 +107,12 @@ impl Tokenizer {
             return Err(fail("the token list has duplicates".into()));
         }
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let mut steps: Vec<PreTokenizerWrapper> = Vec::new();

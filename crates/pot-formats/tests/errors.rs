@@ -13,7 +13,10 @@ const TINY_CONFIG: &str = r#"{"model_type":"llama","hidden_size":4,"intermediate
 fn open_err(path: &Path) -> String {
     let err = Model::open(path).expect_err("must fail");
     let text = err.to_string();
-    assert!(text.contains(&path.display().to_string()), "error does not name the file: {text}");
+    assert!(
+        text.contains(&path.display().to_string()),
+        "error does not name the file: {text}"
+    );
     text
 }
 
@@ -26,7 +29,10 @@ fn missing_file_and_directory_without_config() {
     assert!(text.contains("without config.json"), "{text}");
     std::fs::write(dir.path().join("config.json"), TINY_CONFIG).unwrap();
     let text = open_err(dir.path());
-    assert!(text.contains("no weights") || text.contains("model.safetensors"), "{text}");
+    assert!(
+        text.contains("no weights") || text.contains("model.safetensors"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -41,7 +47,10 @@ fn bad_magic_and_truncation() {
         let truncated = dir.path().join(format!("cut{cut}.gguf"));
         std::fs::write(&truncated, &original[..cut]).unwrap();
         let text = open_err(&truncated);
-        assert!(text.contains("corrupted or truncated"), "cut at {cut}: {text}");
+        assert!(
+            text.contains("corrupted or truncated"),
+            "cut at {cut}: {text}"
+        );
     }
 }
 
@@ -57,7 +66,10 @@ fn unsupported_architecture_and_dtype() {
     let path = dir.path().join("arch.gguf");
     std::fs::write(&path, &arch).unwrap();
     let err = Model::open(&path).unwrap_err();
-    assert!(matches!(err, FormatError::UnsupportedArchitecture { .. }), "{err}");
+    assert!(
+        matches!(err, FormatError::UnsupportedArchitecture { .. }),
+        "{err}"
+    );
 
     // Change the first tensor's type id to Q2_K (10), which pot cannot dequantise.
     let mut dtype = original;
@@ -68,7 +80,10 @@ fn unsupported_architecture_and_dtype() {
     let path = dir.path().join("dtype.gguf");
     std::fs::write(&path, &dtype).unwrap();
     let text = open_err(&path);
-    assert!(text.contains("Q2_K") && text.contains("token_embd.weight"), "{text}");
+    assert!(
+        text.contains("Q2_K") && text.contains("token_embd.weight"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -76,7 +91,8 @@ fn safetensors_shape_mismatch_and_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), TINY_CONFIG).unwrap();
     // A safetensors file whose embedding has the wrong shape.
-    let header = br#"{"model.embed_tokens.weight":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]}}"#;
+    let header =
+        br#"{"model.embed_tokens.weight":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]}}"#;
     let mut f = std::fs::File::create(dir.path().join("model.safetensors")).unwrap();
     let mut padded = header.to_vec();
     while padded.len() % 8 != 0 {
@@ -87,9 +103,13 @@ fn safetensors_shape_mismatch_and_bad_config() {
     f.write_all(&[0u8; 32]).unwrap();
     drop(f);
     let text = open_err(dir.path());
-    assert!(text.contains("embed_tokens") , "{text}");
+    assert!(text.contains("embed_tokens"), "{text}");
 
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"gpt_bigcode"}"#).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"gpt_bigcode"}"#,
+    )
+    .unwrap();
     let text = open_err(dir.path());
     assert!(text.contains("not supported"), "{text}");
     std::fs::write(dir.path().join("config.json"), "{not json").unwrap();

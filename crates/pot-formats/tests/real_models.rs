@@ -9,7 +9,9 @@ use pot_formats::{Model, convert};
 use serde_json::Value;
 
 fn fixture(rel: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(rel);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(rel);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -22,17 +24,33 @@ fn every_block_format_matches_gguf_py() {
     for dtype in DType::ALL {
         let case = &blocks[dtype.name()];
         let bytes = hex_decode(case["bytes"].as_str().unwrap());
-        let want: Vec<f64> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let want: Vec<f64> = case["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         let mut got = vec![0f32; want.len()];
         dequantize(dtype, &bytes, &mut got);
-        let max_err = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        let max_err = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max);
         let scale = want.iter().map(|w| w.abs()).fold(0.0, f64::max).max(1e-12);
-        assert!(max_err <= 1e-6 * scale, "{}: max abs error {max_err} (scale {scale})", dtype.name());
+        assert!(
+            max_err <= 1e-6 * scale,
+            "{}: max abs error {max_err} (scale {scale})",
+            dtype.name()
+        );
     }
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Reads and dequantises every tensor of both fixture models and compares with gguf-py.
@@ -49,15 +67,28 @@ fn every_tensor_of_the_fixture_models_matches_gguf_py() {
             assert_eq!(r["type"].as_str().unwrap(), t.dtype.name(), "{}", t.name);
             let mut values = vec![0f32; t.elements() as usize];
             dequantize(t.dtype, gguf.bytes(t), &mut values);
-            for (i, w) in r["sample_index"].as_array().unwrap().iter().zip(r["sample"].as_array().unwrap()) {
+            for (i, w) in r["sample_index"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(r["sample"].as_array().unwrap())
+            {
                 let err = (values[i.as_u64().unwrap() as usize] as f64 - w.as_f64().unwrap()).abs();
                 worst = worst.max(err);
             }
             let sum: f64 = values.iter().map(|&v| v as f64).sum();
             let want = r["sum"].as_f64().unwrap();
             let sum_sq: f64 = values.iter().map(|&v| (v as f64).powi(2)).sum();
-            assert!((sum - want).abs() <= 1e-6 * sum_sq.max(1.0), "{}: sum {sum} vs {want}", t.name);
-            assert!((sum_sq - r["sum_sq"].as_f64().unwrap()).abs() <= 1e-6 * sum_sq.max(1.0), "{}", t.name);
+            assert!(
+                (sum - want).abs() <= 1e-6 * sum_sq.max(1.0),
+                "{}: sum {sum} vs {want}",
+                t.name
+            );
+            assert!(
+                (sum_sq - r["sum_sq"].as_f64().unwrap()).abs() <= 1e-6 * sum_sq.max(1.0),
+                "{}",
+                t.name
+            );
         }
         assert!(worst <= 1e-6, "{file}: worst sampled error {worst}");
     }
@@ -67,8 +98,14 @@ fn every_tensor_of_the_fixture_models_matches_gguf_py() {
 #[test]
 fn gguf_tokenizers_match_llama_cpp_on_every_probe() {
     for (file, reference) in [
-        (SMOLLM2_135M, "llamacpp-reference/smollm2-135m-tokenize.json"),
-        (QWEN_CODER_05B, "llamacpp-reference/qwen2.5-coder-0.5b-tokenize.json"),
+        (
+            SMOLLM2_135M,
+            "llamacpp-reference/smollm2-135m-tokenize.json",
+        ),
+        (
+            QWEN_CODER_05B,
+            "llamacpp-reference/qwen2.5-coder-0.5b-tokenize.json",
+        ),
     ] {
         let tok = Model::open(model_path(file)).unwrap().tokenizer().unwrap();
         let probes = fixture(reference)["probes"].as_array().unwrap().clone();
@@ -77,12 +114,23 @@ fn gguf_tokenizers_match_llama_cpp_on_every_probe() {
             .iter()
             .filter_map(|p| {
                 let text = p["text"].as_str().unwrap();
-                let want: Vec<u32> = p["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+                let want: Vec<u32> = p["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
                 let got = tok.encode(text).unwrap();
                 (got != want).then(|| format!("{text:?}: got {got:?}, want {want:?}"))
             })
             .collect();
-        assert!(mismatches.is_empty(), "{file}: {} of {} differ:\n{}", mismatches.len(), probes.len(), mismatches.join("\n"));
+        assert!(
+            mismatches.is_empty(),
+            "{file}: {} of {} differ:\n{}",
+            mismatches.len(),
+            probes.len(),
+            mismatches.join("\n")
+        );
     }
 }
 
@@ -92,7 +140,10 @@ fn description_reads_headers_only() {
     let d = model.description();
     assert_eq!(d.config.num_hidden_layers, 30);
     assert_eq!(d.config.hidden_size, 576);
-    assert_eq!((d.config.num_attention_heads, d.config.num_key_value_heads), (9, 3));
+    assert_eq!(
+        (d.config.num_attention_heads, d.config.num_key_value_heads),
+        (9, 3)
+    );
     assert_eq!(d.config.vocab_size, 49152);
     assert!(d.config.tie_word_embeddings);
     assert_eq!(d.parameter_count, 134_515_008);
@@ -100,7 +151,9 @@ fn description_reads_headers_only() {
     assert_eq!(d.layer_parameters.len(), 30);
     assert_eq!(d.dtypes["Q4_1"], 210);
 
-    let qwen = Model::open(model_path(QWEN_CODER_05B)).unwrap().description();
+    let qwen = Model::open(model_path(QWEN_CODER_05B))
+        .unwrap()
+        .description();
     assert!(!qwen.config.tie_word_embeddings);
     assert_eq!(qwen.config.vocab_size, 151_936);
     assert_eq!(qwen.head_parameters, 151_936 * 896);
@@ -116,14 +169,24 @@ fn conversion_round_trips_weights_and_tokens() {
     let hf = Model::open(&out).unwrap();
     assert_eq!(hf.config(), gguf.config());
     let names: Vec<_> = gguf.tensors().map(|t| t.name.clone()).collect();
-    assert_eq!(names, hf.tensors().map(|t| t.name.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        names,
+        hf.tensors().map(|t| t.name.clone()).collect::<Vec<_>>()
+    );
     for name in &names {
-        assert_eq!(gguf.load_f32(name).unwrap(), hf.load_f32(name).unwrap(), "{name}");
+        assert_eq!(
+            gguf.load_f32(name).unwrap(),
+            hf.load_f32(name).unwrap(),
+            "{name}"
+        );
     }
     let (a, b) = (gguf.tokenizer().unwrap(), hf.tokenizer().unwrap());
     assert_eq!(a.bos, b.bos);
     assert_eq!(a.vocab(), b.vocab());
-    for p in fixture("llamacpp-reference/smollm2-135m-tokenize.json")["probes"].as_array().unwrap() {
+    for p in fixture("llamacpp-reference/smollm2-135m-tokenize.json")["probes"]
+        .as_array()
+        .unwrap()
+    {
         let text = p["text"].as_str().unwrap();
         assert_eq!(a.encode(text).unwrap(), b.encode(text).unwrap(), "{text:?}");
     }

@@ -91,7 +91,9 @@ impl ConfidenceSequence {
     pub fn new(method: Method, alpha: f64, thresholds: &[f64]) -> Self {
         match method {
             Method::Betting => Self::Betting(BettingCs::new(alpha, thresholds)),
-            Method::EmpiricalBernstein => Self::EmpiricalBernstein(EmpiricalBernsteinCs::new(alpha)),
+            Method::EmpiricalBernstein => {
+                Self::EmpiricalBernstein(EmpiricalBernsteinCs::new(alpha))
+            }
         }
     }
 
@@ -199,7 +201,12 @@ struct Candidate {
 impl BettingCs {
     pub fn new(alpha: f64, thresholds: &[f64]) -> Self {
         let mut points: Vec<f64> = (0..=GRID).map(|j| j as f64 / GRID as f64).collect();
-        points.extend(thresholds.iter().copied().filter(|m| (0.0..=1.0).contains(m)));
+        points.extend(
+            thresholds
+                .iter()
+                .copied()
+                .filter(|m| (0.0..=1.0).contains(m)),
+        );
         points.sort_by(f64::total_cmp);
         points.dedup();
         Self {

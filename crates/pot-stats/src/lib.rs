@@ -7,8 +7,8 @@
 //! docs/STATISTICS.md has the formulas, the citations and the measured query counts.
 
 mod calibrate;
-pub mod simulate;
 pub mod cs;
+pub mod simulate;
 
 pub use calibrate::{Calibration, DEFAULT_MARGIN, calibrate};
 pub use cs::{ConfidenceSequence, Method};
@@ -298,9 +298,13 @@ impl SequentialTest {
         let gamma = self.mode.gamma;
         let gap = (mean - gamma).abs();
         let position = if upper < gamma {
-            format!("interval [{lower:.4}, {upper:.4}] lies below gamma {gamma} but n_min was not reached")
+            format!(
+                "interval [{lower:.4}, {upper:.4}] lies below gamma {gamma} but n_min was not reached"
+            )
         } else if lower > gamma {
-            format!("interval [{lower:.4}, {upper:.4}] lies above gamma {gamma} but n_min was not reached")
+            format!(
+                "interval [{lower:.4}, {upper:.4}] lies above gamma {gamma} but n_min was not reached"
+            )
         } else {
             let side = if mean < gamma { "below" } else { "above" };
             format!(

@@ -95,7 +95,10 @@ pub fn tally(mode: &Mode, method: Method, stream: Stream, streams: u64, seed: u6
             SequentialTest::new(mode.clone(), method, mode.clip).expect("preset modes are valid");
         let verdict = loop {
             let x = stream.draw(&mut rng, test.n());
-            match test.push(x * mode.clip).expect("simulated scores are in range") {
+            match test
+                .push(x * mode.clip)
+                .expect("simulated scores are in range")
+            {
                 Step::Continue => {}
                 Step::Stop(v) => break v,
             }

@@ -1,0 +1,103 @@
+//! `pot convert` and `pot inspect`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::Args;
+use pot_formats::Model;
+use pot_formats::convert::{OutputDType, convert};
+
+use crate::exit::{self, Failure};
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// The model to convert (a GGUF file or a Hugging Face directory).
+    model: PathBuf,
+    /// Output directory (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// Element type of the written weights: f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    dtype: OutputDType,
+}
+
+fn parse_dtype(name: &str) -> Result<OutputDType, String> {
+    OutputDType::parse(name)
+        .ok_or_else(|| format!("unknown dtype `{name}`; choose f32, f16 or bf16"))
+}
+
+pub fn convert_cmd(args: ConvertArgs) -> Result<u8, Failure> {
+    let model = Model::open(&args.model)?;
+    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    convert(&model, &args.out, args.dtype, |done, total| {
+        if is_tty {
+            eprint!("\rconverting: {done}/{total} tensors");
+            if done == total {
+                eprintln!();
+            }
+        } else if done == total || done % 50 == 0 {
+            eprintln!("converting: {done}/{total} tensors");
+        }
+        std::io::stderr().flush().ok();
+    })
+    .map_err(|e| exit::fail(exit::RUNTIME, e.into()))?;
+    println!(
+        "wrote {} ({:?}): config.json, model.safetensors, tokenizer.json",
+        args.out.display(),
+        args.dtype
+    );
+    Ok(exit::SAME)
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A GGUF file or a Hugging Face directory.
+    model: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
+    let model = Model::open(&args.model)?;
+    let d = model.description();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(|e| anyhow!(e))?
+        );
+        return Ok(exit::SAME);
+    }
+    let c = &d.config;
+    println!("{}", d.path.display());
+    println!("  format        {:?}", d.format);
+    println!("  architecture  {}", c.architecture.name());
+    println!(
+        "  parameters    {} ({:.1} M)",
+        d.parameter_count,
+        d.parameter_count as f64 / 1e6
+    );
+    println!(
+        "  layers {}  hidden {}  ffn {}  heads {} / kv {}  head_dim {}  vocab {}",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.vocab_size
+    );
+    println!(
+        "  rope theta {}  rms eps {:e}  tied embeddings {}",
+        c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings
+    );
+    let dtypes: Vec<String> = d.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    println!("  dtypes        {}", dtypes.join(", "));
+    println!(
+        "  file {:.1} MB; f32 weights {:.1} MB",
+        d.file_bytes as f64 / 1e6,
+        d.weight_bytes(4.0) as f64 / 1e6
+    );
+    Ok(exit::SAME)
+}

@@ -1,0 +1,181 @@
+//! The `pot` binary as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pot"))
+        .args(args)
+        .env_remove("POT_KEY")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_key(dir: &Path) -> String {
+    let key = dir.join("k.hex");
+    std::fs::write(&key, "0123456789abcdef".repeat(4)).unwrap();
+    key.display().to_string()
+}
+
+#[test]
+fn golden_challenges_cli_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_key(dir.path());
+    let out = pot(&[
+        "challenges",
+        "--key-file",
+        &key,
+        "--run-id",
+        "golden-run",
+        "-n",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_snapshot!(stdout(&out));
+    // The key itself never appears in any output.
+    assert!(!stdout(&out).contains("0123456789abcdef"));
+}
+
+#[test]
+fn commitment_round_trip_and_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_key(dir.path());
+    let out = pot(&[
+        "challenges",
+        "commit",
+        "--key-file",
+        &key,
+        "--run-id",
+        "r1",
+        "-n",
+        "16",
+    ]);
+    assert!(out.status.success());
+    let digest = stdout(&out).trim().to_string();
+    assert_eq!(digest.len(), 64);
+    let ok = pot(&[
+        "challenges",
+        "check-commitment",
+        "--key-file",
+        &key,
+        "--run-id",
+        "r1",
+        "-n",
+        "16",
+        "--commitment",
+        &digest,
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    let bad = pot(&[
+        "challenges",
+        "check-commitment",
+        "--key-file",
+        &key,
+        "--run-id",
+        "r1",
+        "-n",
+        "17",
+        "--commitment",
+        &digest,
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).contains("MISMATCH"));
+}
+
+#[test]
+fn keys_are_created_private_and_bad_keys_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("new.key").display().to_string();
+    let out = pot(&["keygen", "--out", &key]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = pot(&["keygen", "--out", &key]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("refusing to overwrite"));
+
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not-a-key").unwrap();
+    let out = pot(&[
+        "challenges",
+        "--key-file",
+        &bad.display().to_string(),
+        "-n",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("64 hex digits"), "{}", stderr(&out));
+    let out = pot(&["challenges", "-n", "1"]);
+    assert!(stderr(&out).contains("no master key"), "{}", stderr(&out));
+
+    let created = dir.path().join("created.key").display().to_string();
+    let out = pot(&[
+        "challenges",
+        "--key-file",
+        &created,
+        "--create-key",
+        "-n",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created a new master key"));
+}
+
+#[test]
+fn decide_reports_the_stopping_query_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let scores = dir.path().join("scores.txt");
+    std::fs::write(
+        &scores,
+        "# same model\n".to_string() + &"0.0001\n".repeat(30),
+    )
+    .unwrap();
+    let s = scores.display().to_string();
+    let out = pot(&["decide", "--scores", &s, "--mode", "quick"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("SAME at query 8 of 30"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(&scores, "0.5\n".repeat(40)).unwrap();
+    let out = pot(&["decide", "--scores", &s, "--mode", "audit", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["verdict"], "DIFFERENT");
+
+    std::fs::write(&scores, "0.1\n0.2\nabc\n").unwrap();
+    let out = pot(&["decide", "--scores", &s]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(":3: `abc` is not a number"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&scores, "0.1\n1.7\n").unwrap();
+    let out = pot(&["decide", "--scores", &s]);
+    assert!(
+        stderr(&out).contains(":2: score 1.7 lies outside"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&scores, "\n# nothing\n").unwrap();
+    let out = pot(&["decide", "--scores", &s]);
+    assert!(stderr(&out).contains("holds no scores"), "{}", stderr(&out));
+}
+
+#[test]
+fn inspect_a_missing_model_says_what_to_do() {
+    let out = pot(&["inspect", "/nonexistent/model.gguf"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
