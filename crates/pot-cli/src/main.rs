@@ -4,6 +4,7 @@ mod challenges;
 mod decide;
 mod exit;
 mod models;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,10 @@ enum Command {
     Convert(models::ConvertArgs),
     /// Describe a model without loading its weights.
     Inspect(models::InspectArgs),
+    /// Verify whether two models (or a model and a saved fingerprint) are the same model.
+    Verify(verify::VerifyArgs),
+    /// Save a model's fingerprint for later `pot verify --reference`.
+    Fingerprint(verify::FingerprintArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,8 @@ fn main() -> ExitCode {
         Command::Decide(args) => decide::run(args),
         Command::Convert(args) => models::convert_cmd(args),
         Command::Inspect(args) => models::inspect_cmd(args),
+        Command::Verify(args) => verify::verify_cmd(args),
+        Command::Fingerprint(args) => verify::fingerprint_cmd(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

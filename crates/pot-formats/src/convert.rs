@@ -151,7 +151,7 @@ fn write_all(
         offset += len;
     }
     let mut header_bytes = serde_json::to_vec(&header).expect("JSON values serialise");
-    while header_bytes.len() % 8 != 0 {
+    while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
 

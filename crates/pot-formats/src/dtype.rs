@@ -71,7 +71,9 @@ impl DType {
     /// Bytes needed for `elements` values, or `None` if `elements` is not a whole number of blocks.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let (per_block, bytes) = self.block();
-        (elements % per_block as u64 == 0).then(|| elements / per_block as u64 * bytes as u64)
+        elements
+            .is_multiple_of(per_block as u64)
+            .then(|| elements / per_block as u64 * bytes as u64)
     }
 
     /// GGML type id (as stored in GGUF tensor infos).

@@ -95,7 +95,7 @@ fn safetensors_shape_mismatch_and_bad_config() {
         br#"{"model.embed_tokens.weight":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]}}"#;
     let mut f = std::fs::File::create(dir.path().join("model.safetensors")).unwrap();
     let mut padded = header.to_vec();
-    while padded.len() % 8 != 0 {
+    while !padded.len().is_multiple_of(8) {
         padded.push(b' ');
     }
     f.write_all(&(padded.len() as u64).to_le_bytes()).unwrap();

@@ -1,8 +1,21 @@
 //! Teacher-forced scoring: burn forward passes over real model weights, per-position next-token
 //! log-probabilities, bounded per-challenge scores and fingerprints.
+//!
+//! Flow: [`Engine::load`] a model, [`fingerprint`] it on challenges (top-k log-probs per
+//! position), release it; load the candidate and [`score_candidate`] it against the fingerprint,
+//! a batch at a time. Only [`engine`] touches burn.
 
 pub mod engine;
 pub mod error;
+pub mod fingerprint;
+pub mod score;
+pub mod scorer;
 
 pub use engine::{Backend, Engine, SequenceLogProbs};
 pub use error::ScoringError;
+pub use fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, PositionRecord};
+pub use score::{ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, full_tvd};
+pub use scorer::{
+    FingerprintOptions, check_same_vocabulary, config_sha256, fingerprint, score_candidate,
+    vocab_sha256,
+};

@@ -82,8 +82,37 @@ impl Tally {
 }
 
 /// Runs `streams` independent streams of `stream` (in clip units) through the mode's test,
-/// checking after every query, and tallies the verdicts.
+/// checking after every query, and tallies the verdicts. Work is split over the available cores
+/// (each share has its own seed, so results depend on the core count only through seeding).
 pub fn tally(mode: &Mode, method: Method, stream: Stream, streams: u64, seed: u64) -> Tally {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let workers = workers.min(streams.max(1));
+    let parts: Vec<Tally> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let share = streams / workers + u64::from(w < streams % workers);
+                scope.spawn(move || tally_serial(mode, method, stream, share, seed ^ (w << 32)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("simulation thread"))
+            .collect()
+    });
+    let total_queries: f64 = parts
+        .iter()
+        .map(|t| t.mean_queries * t.streams as f64)
+        .sum();
+    Tally {
+        streams,
+        same: parts.iter().map(|t| t.same).sum(),
+        different: parts.iter().map(|t| t.different).sum(),
+        undecided: parts.iter().map(|t| t.undecided).sum(),
+        mean_queries: total_queries / streams.max(1) as f64,
+    }
+}
+
+fn tally_serial(mode: &Mode, method: Method, stream: Stream, streams: u64, seed: u64) -> Tally {
     let mut rng = Rng::new(seed);
     let mut out = Tally {
         streams,
@@ -110,6 +139,6 @@ pub fn tally(mode: &Mode, method: Method, stream: Stream, streams: u64, seed: u6
             Verdict::Undecided => out.undecided += 1,
         }
     }
-    out.mean_queries = total_queries as f64 / streams as f64;
+    out.mean_queries = total_queries as f64 / streams.max(1) as f64;
     out
 }

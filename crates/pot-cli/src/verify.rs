@@ -1,0 +1,242 @@
+//! `pot verify` and `pot fingerprint`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use pot_challenge_kdf::MasterKey;
+use pot_orchestrator::{Progress, Report, VerifyError, VerifyOptions, fingerprint_model, verify};
+use pot_scoring::Backend;
+use pot_stats::{Method, Mode, Verdict};
+
+use crate::challenges::KeyArgs;
+use crate::decide::parse_mode;
+use crate::exit::{self, Failure};
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Reference model (GGUF file or Hugging Face directory).
+    #[arg(long, required_unless_present = "reference")]
+    model1: Option<PathBuf>,
+    /// Candidate model.
+    #[arg(long)]
+    model2: PathBuf,
+    /// A saved fingerprint (`pot fingerprint`) instead of --model1.
+    #[arg(long, conflicts_with = "model1")]
+    reference: Option<PathBuf>,
+    /// quick (97.5 %), audit (99 %) or extended (99.9 %).
+    #[arg(long, default_value = "audit", value_parser = parse_mode)]
+    mode: Mode,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Run identifier (challenges differ per run id).
+    #[arg(long, default_value = "verify")]
+    run_id: String,
+    /// Write the JSON report here (atomically).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Compute backend: flex (CPU, default), ndarray or wgpu when compiled in.
+    #[arg(long, default_value = "flex", value_parser = parse_backend)]
+    backend: Backend,
+    /// Challenges per forward pass of the candidate.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_backend(name: &str) -> Result<Backend, String> {
+    Backend::parse(name)
+        .ok_or_else(|| format!("unknown backend `{name}`; choose flex, ndarray or wgpu"))
+}
+
+/// The key of a run: given, or a fresh one for this run only.
+fn run_key(key: &KeyArgs, quiet: bool) -> Result<MasterKey, Failure> {
+    if key.key_file.is_some() || std::env::var_os(pot_challenge_kdf::KEY_ENV).is_some() {
+        return Ok(key.load()?);
+    }
+    let fresh = MasterKey::generate()?;
+    if !quiet {
+        eprintln!(
+            "no --key-file: using a fresh random key (id {}) that is not saved; pass --key-file K \
+             --create-key to keep one and replay the run",
+            fresh.id()
+        );
+    }
+    Ok(fresh)
+}
+
+/// Progress lines on stderr: updated in place on a terminal, plain lines otherwise.
+struct ProgressPrinter {
+    quiet: bool,
+    tty: bool,
+}
+
+impl ProgressPrinter {
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, event: Progress) {
+        if self.quiet {
+            return;
+        }
+        let (line, last) = match event {
+            Progress::Stage(s) => (s.to_string(), true),
+            Progress::Fingerprinted { done, total } => (
+                format!("  fingerprint: {done}/{total} challenges"),
+                done == total,
+            ),
+            Progress::Scored { query, score, cap } => (
+                format!("  query {query} (cap {cap}): score {score:.5}"),
+                false,
+            ),
+        };
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            if last {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+        std::io::stderr().flush().ok();
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
+    let key = run_key(&args.key, args.quiet)?;
+    let opts = VerifyOptions {
+        model1: args.model1.clone().unwrap_or_default(),
+        model2: args.model2.clone(),
+        reference: args.reference.clone(),
+        mode: args.mode.clone(),
+        method: Method::Betting,
+        key,
+        run_id: args.run_id.clone(),
+        backend: args.backend,
+        batch_size: args.batch_size,
+    };
+    let printer = ProgressPrinter::new(args.quiet);
+    let result = verify(&opts, |e| printer.show(e));
+    let (json, code) = match &result {
+        Ok(report) => (
+            report.json().clone(),
+            exit::of_verdict(Some(report.final_decision())),
+        ),
+        Err(e) => {
+            let code = match e {
+                VerifyError::Load(_) => exit::LOAD_FAILED,
+                _ => exit::RUNTIME,
+            };
+            let model1 = args
+                .reference
+                .as_ref()
+                .or(args.model1.as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            (
+                Report::failure(&model1, &args.model2.display().to_string(), &e.to_string()),
+                code,
+            )
+        }
+    };
+    if let Some(out) = &args.output {
+        write_atomically(
+            out,
+            &serde_json::to_string_pretty(&json).map_err(|e| anyhow!(e))?,
+        )?;
+    }
+    match result {
+        Ok(report) => print_summary(report.json(), report.final_decision()),
+        Err(e) => return Err(exit::fail(code, anyhow!(e))),
+    }
+    Ok(code)
+}
+
+fn print_summary(r: &serde_json::Value, verdict: Verdict) {
+    println!("{verdict}: {}", r["model1"].as_str().unwrap_or("?"));
+    println!("     vs {}", r["model2"].as_str().unwrap_or("?"));
+    if let Some(reason) = r["reason"].as_str() {
+        println!("{reason}");
+    }
+    let d = &r["enhanced_diff"];
+    if d.is_object() {
+        println!(
+            "confidence {} | queries {} | effect size {:.5} | interval [{:.5}, {:.5}]",
+            d["confidence"],
+            d["n_effective"],
+            d["effect_size"].as_f64().unwrap_or(f64::NAN),
+            d["ci_lower"].as_f64().unwrap_or(f64::NAN),
+            d["ci_upper"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    println!(
+        "config hash match {} | tokenizer {} | peak memory {:.2} GB | {:.1} s",
+        r["security"]["config_hash"]["match"],
+        r["security"]["tokenizer"]["verdict"]
+            .as_str()
+            .unwrap_or("?"),
+        r["peak_memory_gb"].as_f64().unwrap_or(f64::NAN),
+        r["timings_s"]["total"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
+#[derive(Args)]
+pub struct FingerprintArgs {
+    /// The model to fingerprint.
+    model: PathBuf,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Run identifier; a later `pot verify --reference` must use the same.
+    #[arg(long, default_value = "verify")]
+    run_id: String,
+    /// The mode whose query cap sets the number of challenges.
+    #[arg(long, default_value = "audit", value_parser = parse_mode)]
+    mode: Mode,
+    /// Output file (.potfp).
+    #[arg(long, short)]
+    output: PathBuf,
+    #[arg(long, default_value = "flex", value_parser = parse_backend)]
+    backend: Backend,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
+    let key = args.key.load()?;
+    let printer = ProgressPrinter::new(args.quiet);
+    let fp = fingerprint_model(
+        &args.model,
+        &key,
+        &args.run_id,
+        &args.mode,
+        args.backend,
+        |done, total| printer.show(Progress::Fingerprinted { done, total }),
+    )
+    .map_err(|e| match e {
+        VerifyError::Load(_) => exit::fail(exit::LOAD_FAILED, anyhow!(e)),
+        other => exit::fail(exit::RUNTIME, anyhow!(other)),
+    })?;
+    fp.save(&args.output)
+        .map_err(|e| exit::fail(exit::RUNTIME, anyhow!(e)))?;
+    println!(
+        "wrote {} ({} challenges, top-{}, commitment {})",
+        args.output.display(),
+        fp.records.len(),
+        fp.header.top_k,
+        fp.header.commitment
+    );
+    Ok(exit::SAME)
+}
