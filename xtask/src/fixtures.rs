@@ -84,6 +84,20 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Path of one named fixture, fetched and verified if needed.
+pub fn ensure_named(name: &str) -> Result<PathBuf> {
+    let manifest_path = workspace_root().join("fixtures/models.json");
+    let manifest: Manifest = serde_json::from_str(&fs::read_to_string(&manifest_path)?)?;
+    let model = manifest
+        .models
+        .iter()
+        .find(|m| m.name == name)
+        .with_context(|| format!("no fixture `{name}` in {}", manifest_path.display()))?;
+    let cache = pot_formats::fixtures::cache_dir();
+    fs::create_dir_all(&cache)?;
+    ensure(model, &cache)
+}
+
 fn ensure(model: &Model, cache: &Path) -> Result<PathBuf> {
     let target = cache.join(&model.file);
     if target.exists() {

@@ -13,6 +13,8 @@ cargo xtask <task>
   fixtures [NAME...]     fetch the real test models (fixtures/models.json) into the cache,
                          check size and SHA-256, print their paths; no-op when already valid
   fixtures --path NAME   print the cached path of one model (fetching it if needed)
+  demo [ARGS...]         fetch SmolLM2-135M (cached, hash-checked) and run `pot verify` of it
+                         against itself (quick mode); extra ARGS go to `pot verify`
   simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
   golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
   golden --accept        run them and overwrite changed snapshots (review with `git diff`)
@@ -38,6 +40,7 @@ fn run() -> Result<()> {
         "fixtures" => fixtures::run(rest),
         "golden" => golden(rest),
         "simulate" => simulate::run(rest),
+        "demo" => demo(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -79,4 +82,22 @@ fn golden(args: &[String]) -> Result<()> {
             .ok();
     }
     Ok(())
+}
+
+/// The README's main job: a real verification on the smallest fixture model.
+fn demo(args: &[String]) -> Result<()> {
+    let model = fixtures::ensure_named("smollm2-135m")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let model = model.display().to_string();
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "run", "--quiet", "-p", "pot-cli", "--", "verify", "--model1", &model, "--model2", &model,
+    ]);
+    if !args.iter().any(|a| a == "--mode") {
+        cmd.args(["--mode", "quick"]);
+    }
+    cmd.args(args);
+    let status = cmd.status().context("cannot run cargo")?;
+    // pot's exit code is the verdict (0 SAME, 1 DIFFERENT, 3 UNDECIDED): pass it on.
+    std::process::exit(status.code().unwrap_or(1));
 }

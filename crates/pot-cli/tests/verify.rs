@@ -1,0 +1,162 @@
+//! `pot verify` end to end on the real fixture models.
+
+use std::process::{Command, Output};
+
+use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
+
+fn pot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pot"))
+        .args(args)
+        .env_remove("POT_KEY")
+        .output()
+        .unwrap()
+}
+
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The predecessor's report keys are all present.
+fn assert_report_keys(r: &serde_json::Value) {
+    for key in [
+        "model1",
+        "model2",
+        "final_decision",
+        "enhanced_diff",
+        "security",
+        "peak_memory_gb",
+        "success",
+    ] {
+        assert!(r.get(key).is_some(), "report lacks `{key}`");
+    }
+    let sec = &r["security"];
+    assert!(sec["config_hash"].get("match").is_some());
+    assert!(
+        sec["fuzzy_hash"].get("similarity").is_some() && sec["fuzzy_hash"].get("match").is_some()
+    );
+}
+
+/// SmolLM2 against its own saved fingerprint: SAME, in the quick mode's clear-case query count.
+#[test]
+fn model_against_its_own_fingerprint_is_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.hex").display().to_string();
+    let fp = dir.path().join("smol.potfp").display().to_string();
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let out = pot(&[
+        "fingerprint",
+        &smol,
+        "--key-file",
+        &key,
+        "--create-key",
+        "--mode",
+        "quick",
+        "-o",
+        &fp,
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let json = dir.path().join("report.json");
+    let out = pot(&[
+        "verify",
+        "--reference",
+        &fp,
+        "--model2",
+        &smol,
+        "--key-file",
+        &key,
+        "--mode",
+        "quick",
+        "-q",
+        "-o",
+        &json.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&json);
+    assert_report_keys(&r);
+    assert_eq!(r["final_decision"], "SAME");
+    assert_eq!(r["success"], true);
+    assert_eq!(r["enhanced_diff"]["n_effective"], 8);
+    assert_eq!(r["security"]["tokenizer"]["verdict"], "identical");
+    assert!(r["peak_memory_gb"].as_f64().unwrap() > 0.0);
+
+    // The same fingerprint under another run id is refused with advice, not misused.
+    let out = pot(&[
+        "verify",
+        "--reference",
+        &fp,
+        "--model2",
+        &smol,
+        "--key-file",
+        &key,
+        "--mode",
+        "quick",
+        "--run-id",
+        "other",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--run-id"));
+}
+
+/// Different tokenizers: DIFFERENT for that stated reason, without scoring and without crashing.
+#[test]
+fn different_tokenizers_are_different_without_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = pot(&[
+        "verify",
+        "--model1",
+        &model_path(SMOLLM2_135M).display().to_string(),
+        "--model2",
+        &model_path(QWEN_CODER_05B).display().to_string(),
+        "--mode",
+        "quick",
+        "-q",
+        "-o",
+        &json.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&json);
+    assert_report_keys(&r);
+    assert_eq!(r["final_decision"], "DIFFERENT");
+    assert_eq!(r["security"]["tokenizer"]["verdict"], "incompatible");
+    assert!(r["reason"].as_str().unwrap().contains("tokenizers differ"));
+    assert_eq!(r["trace"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_missing_model_fails_with_a_load_error_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = pot(&[
+        "verify",
+        "--model1",
+        "/nonexistent/a.gguf",
+        "--model2",
+        "/nonexistent/b.gguf",
+        "-q",
+        "-o",
+        &json.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model loading failed"));
+    let r = report(&json);
+    assert_eq!(r["success"], false);
+    assert!(r["error"].as_str().unwrap().contains("does not exist"));
+}

@@ -1,0 +1,146 @@
+//! Scores and fingerprints on the real fixture models.
+
+use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
+use pot_formats::Model;
+use pot_formats::fixtures::{QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M, model_path};
+use pot_scoring::score::summarise_position;
+use pot_scoring::{
+    Backend, Engine, Fingerprint, FingerprintHeader, FingerprintOptions, ScoringError,
+    check_same_vocabulary, coarse_tvd, fingerprint, full_tvd, score_candidate,
+};
+
+fn key() -> MasterKey {
+    MasterKey::from_hex(&"42".repeat(32), "test").unwrap()
+}
+
+fn header() -> FingerprintHeader {
+    FingerprintHeader {
+        model: "test".into(),
+        config_sha256: String::new(),
+        vocab_sha256: String::new(),
+        merkle_root: None,
+        run_id: "scores".into(),
+        key_id: key().id().0,
+        commitment: String::new(),
+        top_k: 0,
+        prefix: 0,
+    }
+}
+
+#[test]
+fn prompts_are_40_to_150_tokens_for_the_fixture_tokenizers() {
+    let challenges = generate(&key(), &ChallengeSpec::new("lengths", 300));
+    for file in [SMOLLM2_135M, QWEN_CODER_05B] {
+        let tok = Model::open(model_path(file)).unwrap().tokenizer().unwrap();
+        let lengths: Vec<usize> = challenges
+            .iter()
+            .map(|c| tok.encode(&c.prompt).unwrap().len())
+            .collect();
+        let (min, max) = (lengths.iter().min().unwrap(), lengths.iter().max().unwrap());
+        eprintln!("{file}: prompt tokens {min}..={max}");
+        assert!(*min >= 40 && *max <= 150, "{file}: {min}..={max}");
+    }
+}
+
+/// A model scored against its own fingerprint scores (numerically) zero; the fingerprint file
+/// round-trips exactly and detects corruption.
+#[test]
+fn self_score_is_zero_and_fingerprint_files_round_trip() {
+    let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
+    let tok = model.tokenizer().unwrap();
+    let engine = Engine::load(&model, Backend::Flex.device().unwrap()).unwrap();
+    let challenges = generate(&key(), &ChallengeSpec::new("scores", 6));
+    let fp = fingerprint(
+        &engine,
+        &tok,
+        &challenges,
+        header(),
+        &FingerprintOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(fp.records.len(), 6);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fp.potfp");
+    fp.save(&path).unwrap();
+    assert_eq!(Fingerprint::load(&path).unwrap(), fp);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    let err = Fingerprint::from_bytes(&bytes, "tampered")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum"), "{err}");
+
+    for s in score_candidate(&engine, &fp.records).unwrap() {
+        assert!(s.score < 1e-6, "self score {}", s.score);
+        assert_eq!(s.top1_agreement, 1.0);
+        assert!(s.cross_entropy_diff.abs() < 1e-6);
+    }
+}
+
+/// How far the fingerprint score (coarse-grained TVD) sits below the full TVD, per challenge, on a
+/// really different pair (Qwen2.5-Coder 0.5B vs 1.5B, same tokenizer).
+#[test]
+fn fingerprint_score_approaches_full_tvd_as_k_grows() {
+    let small = Model::open(model_path(QWEN_CODER_05B)).unwrap();
+    let large = Model::open(model_path(QWEN_CODER_15B)).unwrap();
+    let tok = small.tokenizer().unwrap();
+    check_same_vocabulary(&tok, &large.tokenizer().unwrap()).unwrap();
+    let challenges = generate(&key(), &ChallengeSpec::new("topk", 3));
+    let ids: Vec<Vec<u32>> = challenges
+        .iter()
+        .map(|c| tok.encode_prompt(&c.prompt).unwrap())
+        .collect();
+    let a = Engine::load(&small, Backend::Flex.device().unwrap())
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
+    let b = Engine::load(&large, Backend::Flex.device().unwrap())
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
+    // Per-challenge score (mean over positions) from the fingerprint vs from full distributions.
+    let mut report = Vec::new();
+    let mut previous = f64::INFINITY;
+    let mut default_gap = 0.0f64;
+    for k in [32usize, 128, 512, 2048] {
+        let mut worst_challenge_gap = 0.0f64;
+        let mut mean_full = 0.0;
+        for ((la, lb), ids) in a.iter().zip(&b).zip(&ids) {
+            let (mut full, mut coarse) = (0.0, 0.0);
+            for i in 0..ids.len() - 1 {
+                let f = full_tvd(la.row(i), lb.row(i));
+                let c = coarse_tvd(&summarise_position(la.row(i), k, ids[i + 1]), lb.row(i));
+                assert!(c <= f + 1e-6, "coarse-graining cannot increase TVD");
+                full += f;
+                coarse += c;
+            }
+            let n = (ids.len() - 1) as f64;
+            worst_challenge_gap = worst_challenge_gap.max((full - coarse) / n);
+            mean_full += full / n / ids.len() as f64;
+        }
+        report.push(format!(
+            "k={k}: worst per-challenge gap {worst_challenge_gap:.2e}"
+        ));
+        assert!(
+            worst_challenge_gap <= previous + 1e-12,
+            "a larger k cannot lose information"
+        );
+        previous = worst_challenge_gap;
+        if k == pot_scoring::DEFAULT_TOP_K {
+            default_gap = worst_challenge_gap;
+        }
+        let _ = mean_full;
+    }
+    eprintln!("{}", report.join("; "));
+    // Measured (docs/SCORING.md): k=32 3.3e-2, 128 2.0e-2, 512 1.3e-2, 2048 7.6e-3 on a pair
+    // whose full TVD is ~0.28. The 1e-3 target is NOT met by a one-cell remainder; the
+    // test pins the measured behaviour so a regression shows.
+    assert!(
+        default_gap <= 0.05,
+        "default top-k gap {default_gap}: {}",
+        report.join("; ")
+    );
+}
