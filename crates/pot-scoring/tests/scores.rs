@@ -107,7 +107,6 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
     let mut default_gap = 0.0f64;
     for k in [32usize, 128, 512, 2048] {
         let mut worst_challenge_gap = 0.0f64;
-        let mut mean_full = 0.0;
         for ((la, lb), ids) in a.iter().zip(&b).zip(&ids) {
             let (mut full, mut coarse) = (0.0, 0.0);
             for i in 0..ids.len() - 1 {
@@ -119,7 +118,6 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
             }
             let n = (ids.len() - 1) as f64;
             worst_challenge_gap = worst_challenge_gap.max((full - coarse) / n);
-            mean_full += full / n / ids.len() as f64;
         }
         report.push(format!(
             "k={k}: worst per-challenge gap {worst_challenge_gap:.2e}"
@@ -132,7 +130,6 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
         if k == pot_scoring::DEFAULT_TOP_K {
             default_gap = worst_challenge_gap;
         }
-        let _ = mean_full;
     }
     eprintln!("{}", report.join("; "));
     // Measured (docs/SCORING.md): k=32 3.3e-2, 128 2.0e-2, 512 1.3e-2, 2048 7.6e-3 on a pair
@@ -143,4 +140,21 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
         "default top-k gap {default_gap}: {}",
         report.join("; ")
     );
+}
+
+#[test]
+fn different_vocabularies_are_refused_with_the_first_differences() {
+    let a = Model::open(model_path(SMOLLM2_135M))
+        .unwrap()
+        .tokenizer()
+        .unwrap();
+    let b = Model::open(model_path(QWEN_CODER_05B))
+        .unwrap()
+        .tokenizer()
+        .unwrap();
+    let err = check_same_vocabulary(&a, &b).unwrap_err();
+    assert!(matches!(err, ScoringError::VocabularyMismatch(_)));
+    let text = err.to_string();
+    assert!(text.contains("49152 tokens vs"), "{text}");
+    assert!(text.contains("id 0:"), "{text}");
 }
