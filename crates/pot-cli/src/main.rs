@@ -4,6 +4,7 @@ mod challenges;
 mod decide;
 mod exit;
 mod models;
+mod provenance;
 mod verify;
 
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Save a model's fingerprint for later `pot verify --reference`.
     Fingerprint(verify::FingerprintArgs),
+    /// Tensor Merkle trees: root, inclusion proof, proof check, diff of two models.
+    Merkle(provenance::MerkleArgs),
+    /// Check a report's query transcript against its Merkle root.
+    Provenance(provenance::ProvenanceArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => models::inspect_cmd(args),
         Command::Verify(args) => verify::verify_cmd(args),
         Command::Fingerprint(args) => verify::fingerprint_cmd(args),
+        Command::Merkle(args) => provenance::merkle_cmd(args),
+        Command::Provenance(args) => provenance::provenance_cmd(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -62,10 +62,19 @@ pub struct InspectArgs {
 pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
     let model = Model::open(&args.model)?;
     let d = model.description();
+    let hashes = pot_security::ConfigHashes::of_model(&model);
+    let root =
+        pot_provenance::TensorTree::of_model(&model, pot_provenance::TensorEncoding::Stored)?
+            .root();
     if args.json {
+        let mut json = serde_json::to_value(&d).map_err(|e| anyhow!(e))?;
+        json["config_hashes"] = serde_json::to_value(&hashes).map_err(|e| anyhow!(e))?;
+        json["merkle_root"] = root.into();
+        json["tensors"] =
+            serde_json::to_value(model.tensors().collect::<Vec<_>>()).map_err(|e| anyhow!(e))?;
         println!(
             "{}",
-            serde_json::to_string_pretty(&d).map_err(|e| anyhow!(e))?
+            serde_json::to_string_pretty(&json).map_err(|e| anyhow!(e))?
         );
         return Ok(exit::SAME);
     }
@@ -99,5 +108,14 @@ pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
         d.file_bytes as f64 / 1e6,
         d.weight_bytes(4.0) as f64 / 1e6
     );
+    let show = |h: &Option<String>| h.clone().unwrap_or_else(|| "absent".into());
+    println!("  config ({})", hashes.source);
+    println!("    raw sha256          {}", show(&hashes.raw_sha256));
+    println!("    canonical sha256    {}", show(&hashes.canonical_sha256));
+    println!(
+        "    architecture sha256 {}",
+        show(&hashes.architecture_sha256)
+    );
+    println!("  tensor Merkle root    {root}");
     Ok(exit::SAME)
 }

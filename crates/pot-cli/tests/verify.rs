@@ -89,6 +89,31 @@ fn model_against_its_own_fingerprint_is_same() {
     assert_eq!(r["enhanced_diff"]["n_effective"], 8);
     assert_eq!(r["security"]["tokenizer"]["verdict"], "identical");
     assert!(r["peak_memory_gb"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["provenance"]["identical_weights"], true);
+    assert_eq!(
+        r["security"]["config_hash"]["hashes"][0],
+        serde_json::Value::Null
+    );
+
+    // The transcript root checks out, and tampering with one recorded score breaks it.
+    let j = json.display().to_string();
+    let ok = pot(&["provenance", "verify", &j]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let mut tampered = r.clone();
+    tampered["trace"][3]["score"] = serde_json::json!(0.5);
+    let t = dir.path().join("tampered.json");
+    std::fs::write(&t, serde_json::to_string(&tampered).unwrap()).unwrap();
+    assert_eq!(
+        pot(&["provenance", "verify", &t.display().to_string()])
+            .status
+            .code(),
+        Some(1)
+    );
 
     // The same fingerprint under another run id is refused with advice, not misused.
     let out = pot(&[
@@ -136,6 +161,8 @@ fn different_tokenizers_are_different_without_scoring() {
     assert_report_keys(&r);
     assert_eq!(r["final_decision"], "DIFFERENT");
     assert_eq!(r["security"]["tokenizer"]["verdict"], "incompatible");
+    assert_eq!(r["security"]["config_hash"]["match"], false);
+    assert_eq!(r["security"]["fuzzy_hash"]["match"], false);
     assert!(r["reason"].as_str().unwrap().contains("tokenizers differ"));
     assert_eq!(r["trace"].as_array().unwrap().len(), 0);
 }
@@ -159,4 +186,57 @@ fn a_missing_model_fails_with_a_load_error_report() {
     let r = report(&json);
     assert_eq!(r["success"], false);
     assert!(r["error"].as_str().unwrap().contains("does not exist"));
+}
+
+#[test]
+fn merkle_cli_root_proof_verify_and_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let root = pot(&["merkle", "root", &smol]);
+    assert!(root.status.success());
+    let root = String::from_utf8_lossy(&root.stdout).trim().to_string();
+    assert_eq!(root.len(), 64);
+
+    let proof = pot(&[
+        "merkle",
+        "proof",
+        &smol,
+        "model.layers.3.mlp.up_proj.weight",
+    ]);
+    assert!(proof.status.success());
+    let proof_path = dir.path().join("proof.json");
+    std::fs::write(&proof_path, &proof.stdout).unwrap();
+    let p = proof_path.display().to_string();
+    assert_eq!(
+        pot(&["merkle", "verify", &p, "--root", &root])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        pot(&["merkle", "verify", &p, "--root", &"ab".repeat(32)])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    let missing = pot(&["merkle", "proof", &smol, "no.such.tensor"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("pot inspect --json"));
+
+    let qwen = model_path(QWEN_CODER_05B).display().to_string();
+    let diff = pot(&["merkle", "diff", &smol, &qwen, "--json"]);
+    assert_eq!(diff.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    assert!(
+        d["only_in_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "lm_head.weight")
+    );
+    assert_eq!(
+        pot(&["merkle", "diff", &smol, &smol]).status.code(),
+        Some(0)
+    );
 }

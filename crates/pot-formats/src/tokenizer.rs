@@ -180,6 +180,21 @@ impl Tokenizer {
         self.inner.get_vocab(true)
     }
 
+    /// SHA-256 over the full token -> id map, in id order: `u32be(id) || token || 0x00` each.
+    pub fn vocab_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut entries: Vec<(u32, String)> =
+            self.vocab().into_iter().map(|(t, i)| (i, t)).collect();
+        entries.sort();
+        let mut h = Sha256::new();
+        for (id, token) in entries {
+            h.update(id.to_be_bytes());
+            h.update(token.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+
     /// The tokenizer as `tokenizer.json` text.
     pub fn to_json(&self) -> Result<String, String> {
         self.inner.to_string(false).map_err(|e| e.to_string())

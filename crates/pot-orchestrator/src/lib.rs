@@ -13,10 +13,12 @@ use std::time::Instant;
 
 use pot_challenge_kdf::{ChallengeSpec, MasterKey, commit, generate};
 use pot_formats::{Model, Tokenizer};
+use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
     Backend, Engine, Fingerprint, FingerprintHeader, FingerprintOptions, check_same_vocabulary,
     config_sha256, fingerprint, score_candidate, vocab_sha256,
 };
+use pot_security::{ConfigHashes, FuzzyHash, compare_tokenizers};
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
 
 pub use memory::{MemorySnapshot, peak_memory_gb};
@@ -73,6 +75,22 @@ fn open(path: &Path) -> Result<Side, VerifyError> {
     })
 }
 
+/// Weight-level evidence of one model: config hashes, TLSH, tensor Merkle root. Read from the
+/// memory map (no forward pass); computed before the model is released.
+pub struct WeightEvidence {
+    pub config: ConfigHashes,
+    pub fuzzy: FuzzyHash,
+    pub merkle_root: String,
+}
+
+fn weight_evidence(side: &Side) -> Result<WeightEvidence, VerifyError> {
+    Ok(WeightEvidence {
+        config: ConfigHashes::of_model(&side.model),
+        fuzzy: FuzzyHash::of_model(&side.model),
+        merkle_root: TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root(),
+    })
+}
+
 /// Runs the whole pipeline. Errors before any evidence (unreadable model, bad fingerprint) are
 /// returned; everything after that is recorded in the report.
 pub fn verify(
@@ -85,6 +103,8 @@ pub fn verify(
 
     progress(Progress::Stage("reading models"));
     let candidate = open(&opts.model2)?;
+    progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
+    let evidence2 = weight_evidence(&candidate)?;
     let spec = ChallengeSpec::new(opts.run_id.clone(), opts.mode.n_max);
     let commitment = commit(&opts.key, &spec);
     report.set_challenges(&commitment);
@@ -94,6 +114,7 @@ pub fn verify(
         Some(path) => {
             let fp = Fingerprint::load(path)?;
             report.model1_identity(&fp.header.config_sha256, &fp.header.vocab_sha256);
+            report.reference_evidence(fp.header.merkle_root.as_deref(), &evidence2);
             if fp.header.commitment != commitment.digest {
                 return Err(pot_scoring::ScoringError::FingerprintMismatch(format!(
                     "it was made for challenge commitment {} (run id `{}`, key id {}), this run's is {}; \
@@ -107,6 +128,10 @@ pub fn verify(
         None => {
             let side = open(&opts.model1)?;
             report.model1_identity(&side.config_sha256, &side.vocab_sha256);
+            progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
+            let evidence1 = weight_evidence(&side)?;
+            report.weight_evidence(&evidence1, &evidence2);
+            report.tokenizer_report(&compare_tokenizers(&side.tokenizer, &candidate.tokenizer));
             if let Err(e) = check_same_vocabulary(&side.tokenizer, &candidate.tokenizer) {
                 report.tokenizer_mismatch(&e.to_string());
                 report.finish(started, memory_before);
@@ -116,7 +141,8 @@ pub fn verify(
             let t = Instant::now();
             let engine = Engine::load(&side.model, opts.backend.device()?)?;
             let challenges = generate(&opts.key, &spec);
-            let header = header_for(&side, opts, &commitment.digest, &commitment.key_id.0);
+            let mut header = header_for(&side, opts, &commitment.digest, &commitment.key_id.0);
+            header.merkle_root = Some(evidence1.merkle_root.clone());
             let fp = fingerprint(
                 &engine,
                 &side.tokenizer,
@@ -144,14 +170,14 @@ pub fn verify(
     let engine = Engine::load(&candidate.model, opts.backend.device()?)?;
     let mut test = SequentialTest::new(opts.mode.clone(), opts.method, 1.0)?;
     'batches: for batch in reference.records.chunks(opts.batch_size.max(1)) {
-        for score in score_candidate(&engine, batch)? {
+        for (record, score) in batch.iter().zip(score_candidate(&engine, batch)?) {
             let step = test.push(score.score)?;
             progress(Progress::Scored {
                 query: test.n(),
                 score: score.score,
                 cap: opts.mode.n_max,
             });
-            report.trace(&score, &test.outcome());
+            report.trace(record, &score, &test.outcome());
             if let Step::Stop(_) = step {
                 break 'batches;
             }
@@ -207,6 +233,9 @@ pub fn fingerprint_model(
         top_k: 0,
         prefix: 0,
     };
+    let mut opts_header = opts_header;
+    opts_header.merkle_root =
+        Some(TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root());
     let engine = Engine::load(&side.model, backend.device()?)?;
     let challenges = generate(key, &spec);
     Ok(fingerprint(
@@ -219,10 +248,19 @@ pub fn fingerprint_model(
     )?)
 }
 
-/// The decision rule of docs/ARCHITECTURE.md, in one place.
-pub fn final_decision(tokenizers_compatible: bool, statistical: Option<Verdict>) -> Verdict {
+/// The decision rule of docs/ARCHITECTURE.md, in one place: incompatible tokenizers mean
+/// DIFFERENT; identical tensor Merkle roots prove identical weights, hence SAME; otherwise the
+/// sequential test's verdict.
+pub fn final_decision(
+    tokenizers_compatible: bool,
+    identical_weights: bool,
+    statistical: Option<Verdict>,
+) -> Verdict {
     if !tokenizers_compatible {
-        return Verdict::Different;
+        Verdict::Different
+    } else if identical_weights {
+        Verdict::Same
+    } else {
+        statistical.unwrap_or(Verdict::Undecided)
     }
-    statistical.unwrap_or(Verdict::Undecided)
 }

@@ -3,7 +3,11 @@
 use std::time::Instant;
 
 use pot_challenge_kdf::Commitment;
-use pot_scoring::ChallengeScore;
+use pot_scoring::{ChallengeRecord, ChallengeScore};
+use pot_security::TokenizerReport;
+use sha2::{Digest, Sha256};
+
+use crate::WeightEvidence;
 use pot_stats::{Outcome, Verdict};
 use serde_json::{Value, json};
 
@@ -16,6 +20,7 @@ pub const REPORT_VERSION: &str = "pot-report/v1";
 pub struct Report {
     value: Value,
     tokenizers_compatible: bool,
+    identical_weights: bool,
     statistical: Option<Outcome>,
 }
 
@@ -40,13 +45,10 @@ impl Report {
             "challenges": null,
             "security": {
                 "config_hash": { "model1": null, "model2": null, "match": null },
-                "fuzzy_hash": {
-                    "similarity": null, "match": null,
-                    "status": "not computed: TLSH of the weights is not implemented yet"
-                },
+                "fuzzy_hash": { "similarity": null, "match": null, "distance": null },
                 "tokenizer": { "model1_vocab_sha256": null, "model2_vocab_sha256": null, "verdict": null, "detail": null },
             },
-            "provenance": { "status": "not computed: Merkle trees are not implemented yet" },
+            "provenance": { "encoding": "stored", "model1_root": null, "model2_root": null, "identical_weights": null, "transcript_root": null },
             "trace": [],
             "timings_s": {},
             "memory": { "events": [] },
@@ -55,6 +57,7 @@ impl Report {
         Self {
             value,
             tokenizers_compatible: true,
+            identical_weights: false,
             statistical: None,
         }
     }
@@ -99,6 +102,43 @@ impl Report {
         }
     }
 
+    pub(crate) fn weight_evidence(&mut self, a: &WeightEvidence, b: &WeightEvidence) {
+        let cmp = a.config.compare(&b.config);
+        let sec = &mut self.value["security"];
+        sec["config_hash"]["hashes"] = json!([a.config, b.config]);
+        sec["config_hash"]["match"] = json!(cmp.architecture_match);
+        sec["config_hash"]["comparison"] = json!(cmp);
+        let fuzzy = a.fuzzy.compare(&b.fuzzy);
+        sec["fuzzy_hash"] = json!({
+            "similarity": fuzzy.similarity,
+            "match": fuzzy.is_match,
+            "distance": fuzzy.distance,
+            "model1": a.fuzzy.model,
+            "model2": b.fuzzy.model,
+            "seconds": a.fuzzy.seconds + b.fuzzy.seconds,
+        });
+        self.set_roots(Some(&a.merkle_root), &b.merkle_root);
+    }
+
+    /// With a saved fingerprint only the Merkle root of model 1 is known.
+    pub(crate) fn reference_evidence(&mut self, root1: Option<&str>, b: &WeightEvidence) {
+        self.value["security"]["config_hash"]["hashes"] = json!([null, b.config]);
+        self.set_roots(root1, &b.merkle_root);
+    }
+
+    fn set_roots(&mut self, root1: Option<&str>, root2: &str) {
+        let p = &mut self.value["provenance"];
+        p["model1_root"] = json!(root1);
+        p["model2_root"] = json!(root2);
+        self.identical_weights = root1 == Some(root2);
+        p["identical_weights"] = json!(root1.map(|r| r == root2));
+    }
+
+    pub(crate) fn tokenizer_report(&mut self, t: &TokenizerReport) {
+        self.value["security"]["tokenizer"]["verdict"] = json!(t.verdict);
+        self.value["security"]["tokenizer"]["report"] = json!(t);
+    }
+
     pub(crate) fn tokenizer_mismatch(&mut self, detail: &str) {
         self.tokenizers_compatible = false;
         self.value["security"]["tokenizer"]["verdict"] = "incompatible".into();
@@ -110,15 +150,28 @@ impl Report {
         .into();
     }
 
-    pub(crate) fn trace(&mut self, score: &ChallengeScore, state: &Outcome) {
+    pub(crate) fn trace(
+        &mut self,
+        record: &ChallengeRecord,
+        score: &ChallengeScore,
+        state: &Outcome,
+    ) {
+        let ids: Vec<u8> = record
+            .token_ids
+            .iter()
+            .flat_map(|t| t.to_le_bytes())
+            .collect();
         let entry = json!({
             "query": state.n,
             "challenge_index": score.index,
             "challenge_id": score.challenge_id,
+            "token_ids_sha256": hex::encode(Sha256::digest(&ids)),
             "score": score.score,
-            "cross_entropy_diff": score.cross_entropy_diff,
-            "top1_agreement": score.top1_agreement,
-            "positions": score.positions,
+            "candidate": {
+                "cross_entropy_diff": score.cross_entropy_diff,
+                "top1_agreement": score.top1_agreement,
+                "positions": score.positions,
+            },
             "ci_lower": state.ci_lower,
             "ci_upper": state.ci_upper,
         });
@@ -162,9 +215,18 @@ impl Report {
     pub(crate) fn finish(&mut self, started: Instant, before: MemorySnapshot) {
         let verdict = final_decision(
             self.tokenizers_compatible,
+            self.identical_weights,
             self.statistical.as_ref().and_then(|o| o.verdict),
         );
         self.value["final_decision"] = json!(verdict);
+        let trace = self.value["trace"].as_array().cloned().unwrap_or_default();
+        self.value["provenance"]["transcript_root"] =
+            pot_provenance::transcript::root(&trace).into();
+        if self.identical_weights && self.tokenizers_compatible {
+            self.value["reason"] = "identical tensor Merkle roots: the weights are byte-identical \
+                                    (the sequential test is reported beside)"
+                .into();
+        }
         if self.value["reason"].is_null() {
             self.value["reason"] = match &self.statistical {
                 Some(o) => format!(

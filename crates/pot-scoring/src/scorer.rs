@@ -16,18 +16,9 @@ pub fn config_sha256(config: &ModelConfig) -> String {
     ))
 }
 
-/// SHA-256 over the full token -> id map, in id order: `u32be(id) || token || 0x00` per entry.
+/// SHA-256 over the full token -> id map (see [`Tokenizer::vocab_sha256`]).
 pub fn vocab_sha256(tokenizer: &Tokenizer) -> String {
-    let mut entries: Vec<(u32, String)> =
-        tokenizer.vocab().into_iter().map(|(t, i)| (i, t)).collect();
-    entries.sort();
-    let mut h = Sha256::new();
-    for (id, token) in entries {
-        h.update(id.to_be_bytes());
-        h.update(token.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())
+    tokenizer.vocab_sha256()
 }
 
 /// Both models must map tokens to ids identically, or scores would compare unrelated tokens.
