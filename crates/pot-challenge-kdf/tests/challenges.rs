@@ -9,7 +9,7 @@ fn fixed_key() -> MasterKey {
 }
 
 #[test]
-fn first_twenty_prompts_are_stable() {
+fn golden_first_twenty_prompts() {
     let challenges = generate(&fixed_key(), &ChallengeSpec::new("golden-run", 20));
     insta::assert_yaml_snapshot!(challenges);
 }

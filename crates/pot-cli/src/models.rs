@@ -57,6 +57,9 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Also compute the TLSH fuzzy hash of the weights (reads every byte; ~60 MB/s).
+    #[arg(long)]
+    fuzzy: bool,
 }
 
 pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
@@ -117,5 +120,17 @@ pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
         show(&hashes.architecture_sha256)
     );
     println!("  tensor Merkle root    {root}");
+    if args.fuzzy {
+        let fuzzy = pot_security::FuzzyHash::of_model(&model);
+        println!(
+            "  TLSH of the weights   {} ({:.1} MB in {:.1} s)",
+            fuzzy
+                .model
+                .as_deref()
+                .unwrap_or("none (not enough variety)"),
+            fuzzy.bytes_hashed as f64 / 1e6,
+            fuzzy.seconds
+        );
+    }
     Ok(exit::SAME)
 }

@@ -90,6 +90,10 @@ fn every_tensor_of_the_fixture_models_matches_gguf_py() {
                 t.name
             );
         }
+        eprintln!(
+            "{file}: {} tensors, worst sampled |error| vs gguf-py {worst:.1e}",
+            gguf.tensors.len()
+        );
         assert!(worst <= 1e-6, "{file}: worst sampled error {worst}");
     }
 }
@@ -136,8 +140,13 @@ fn gguf_tokenizers_match_llama_cpp_on_every_probe() {
 
 #[test]
 fn description_reads_headers_only() {
+    let started = std::time::Instant::now();
     let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
     let d = model.description();
+    eprintln!(
+        "open + describe SmolLM2: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     assert_eq!(d.config.num_hidden_layers, 30);
     assert_eq!(d.config.hidden_size, 576);
     assert_eq!(
@@ -192,4 +201,80 @@ fn conversion_round_trips_weights_and_tokens() {
     }
     // Converting again onto an existing directory is refused, not overwritten.
     assert!(convert::convert(&gguf, &out, convert::OutputDType::F16, |_, _| {}).is_err());
+}
+
+/// GGUF v2 has the v3 layout (64-bit counts); a v2 header reads the same tensors.
+#[test]
+fn gguf_version_2_reads_like_version_3() {
+    let mut bytes = std::fs::read(model_path(SMOLLM2_135M)).unwrap();
+    assert_eq!(&bytes[4..8], &3u32.to_le_bytes());
+    bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let v2 = GgufFile::open(&path).unwrap();
+    let v3 = GgufFile::open(&model_path(SMOLLM2_135M)).unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.tensors.len(), v3.tensors.len());
+    assert_eq!(v2.bytes(&v2.tensors[5]), v3.bytes(&v3.tensors[5]));
+}
+
+/// A sharded directory (model.safetensors.index.json) and bf16 weights read back correctly.
+#[test]
+fn sharded_and_bf16_directories_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = Model::open(model_path(SMOLLM2_135M)).unwrap();
+    let single = dir.path().join("bf16");
+    convert::convert(&gguf, &single, convert::OutputDType::Bf16, |_, _| {}).unwrap();
+    let bf16 = Model::open(&single).unwrap();
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    let (want, got) = (gguf.load_f32(name).unwrap(), bf16.load_f32(name).unwrap());
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| ((a - b) / a.abs().max(1e-6)).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1.0 / 128.0,
+        "bf16 keeps 8 bits of mantissa: worst relative error {worst}"
+    );
+
+    // Split the single file into two shards with an index, as Hugging Face writes them.
+    let sharded = dir.path().join("sharded");
+    std::fs::create_dir(&sharded).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(single.join(f), sharded.join(f)).unwrap();
+    }
+    let names: Vec<String> = bf16.tensors().map(|t| t.name.clone()).collect();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| {
+                let t = bf16.tensor(n).unwrap();
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::BF16,
+                    t.shape.clone(),
+                    bf16.raw_bytes(n).unwrap(),
+                )
+                .unwrap();
+                (n.clone(), view)
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &sharded.join(&file)).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        serde_json::json!({ "weight_map": weight_map }).to_string(),
+    )
+    .unwrap();
+    let reread = Model::open(&sharded).unwrap();
+    assert_eq!(reread.tensors().count(), names.len());
+    for n in &names {
+        assert_eq!(reread.raw_bytes(n), bf16.raw_bytes(n), "{n}");
+    }
 }

@@ -1,9 +1,12 @@
 //! TLSH fuzzy hashes of the weights (tlsh2, 128 buckets, 1-byte checksum), per tensor and for the
 //! whole model, over the stored bytes straight from the memory map.
 //!
-//! tlsh2 panics above ~4.22 GB and wraps lengths past 4 GiB, so no builder is ever fed more than
-//! [`MAX_FED_BYTES`]: a longer input is sampled as evenly spaced 1 MiB chunks whose total stays
-//! under the cap (the sampling is deterministic, so equal inputs still hash equally).
+//! No builder is ever fed more than [`MAX_FED_BYTES`] (1 GiB): a longer input is sampled as
+//! evenly spaced 1 MiB chunks whose total stays under the cap (deterministic, so equal inputs
+//! still hash equally). tlsh2 documents a 4.22 GB limit, but measured here it overflows earlier:
+//! `q1 * 100` in `TlshBuilder::build` is a u32, and bucket counts grow by about one per 43 input
+//! bytes, so past ~1.8 GB it panics with overflow checks on (our dev profile) or silently wraps in
+//! release. Feeding 7.1 GB sampled to 4 GiB panicked; 1 GiB keeps a ~1.7x margin.
 //!
 //! Distance to similarity: `similarity = 1 - min(d, 300) / 300` (TLSH distances of unrelated
 //! data are typically 200-300+); `match` when `d <= 30` (similarity >= 0.9). Advisory evidence:
@@ -16,7 +19,7 @@ use pot_formats::Model;
 use tlsh2::{TlshDefault, TlshDefaultBuilder};
 
 /// Largest number of bytes fed to one TLSH builder (below tlsh2's 4 GiB length limit).
-pub const MAX_FED_BYTES: u64 = 4 * 1024 * 1024 * 1024 - 64 * 1024 * 1024;
+pub const MAX_FED_BYTES: u64 = 1024 * 1024 * 1024;
 const CHUNK: u64 = 1 << 20;
 /// Distance at or below which two hashes count as a match.
 pub const MATCH_MAX_DISTANCE: i32 = 30;
