@@ -54,7 +54,8 @@ impl Sampler {
 
     fn feed(&mut self, builder: &mut TlshDefaultBuilder, data: &[u8]) {
         for chunk in data.chunks(CHUNK as usize) {
-            if self.chunk_index % self.stride == 0 && self.fed + chunk.len() as u64 <= MAX_FED_BYTES
+            if self.chunk_index.is_multiple_of(self.stride)
+                && self.fed + chunk.len() as u64 <= MAX_FED_BYTES
             {
                 builder.update(chunk);
                 self.fed += chunk.len() as u64;
