@@ -16,7 +16,7 @@ use pot_formats::{Model, Tokenizer};
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
     Backend, Engine, Fingerprint, FingerprintHeader, FingerprintOptions, check_same_vocabulary,
-    config_sha256, fingerprint, score_candidate, vocab_sha256,
+    config_sha256, fingerprint, score_candidate,
 };
 use pot_security::{ConfigHashes, FuzzyHash, compare_tokenizers};
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
@@ -69,7 +69,7 @@ fn open(path: &Path) -> Result<Side, VerifyError> {
     let tokenizer = model.tokenizer()?;
     Ok(Side {
         config_sha256: config_sha256(model.config()),
-        vocab_sha256: vocab_sha256(&tokenizer),
+        vocab_sha256: tokenizer.vocab_sha256(),
         tokenizer,
         model,
     })

@@ -17,5 +17,4 @@ pub use fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, PositionR
 pub use score::{ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, full_tvd};
 pub use scorer::{
     FingerprintOptions, check_same_vocabulary, config_sha256, fingerprint, score_candidate,
-    vocab_sha256,
 };

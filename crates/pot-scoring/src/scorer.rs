@@ -16,11 +16,6 @@ pub fn config_sha256(config: &ModelConfig) -> String {
     ))
 }
 
-/// SHA-256 over the full token -> id map (see [`Tokenizer::vocab_sha256`]).
-pub fn vocab_sha256(tokenizer: &Tokenizer) -> String {
-    tokenizer.vocab_sha256()
-}
-
 /// Both models must map tokens to ids identically, or scores would compare unrelated tokens.
 pub fn check_same_vocabulary(a: &Tokenizer, b: &Tokenizer) -> Result<(), ScoringError> {
     let (va, vb) = (a.vocab(), b.vocab());
