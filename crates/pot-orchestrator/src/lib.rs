@@ -141,8 +141,12 @@ pub fn verify(
             let t = Instant::now();
             let engine = Engine::load(&side.model, opts.backend.device()?)?;
             let challenges = generate(&opts.key, &spec);
-            let mut header = header_for(&side, opts, &commitment.digest, &commitment.key_id.0);
-            header.merkle_root = Some(evidence1.merkle_root.clone());
+            let header = header_for(
+                &side,
+                &opts.run_id,
+                &commitment,
+                Some(evidence1.merkle_root.clone()),
+            );
             let fp = fingerprint(
                 &engine,
                 &side.tokenizer,
@@ -190,20 +194,21 @@ pub fn verify(
     Ok(report)
 }
 
+/// The header of a fingerprint of `side` on the challenge set `commitment` describes.
 fn header_for(
     side: &Side,
-    opts: &VerifyOptions,
-    commitment: &str,
-    key_id: &str,
+    run_id: &str,
+    commitment: &pot_challenge_kdf::Commitment,
+    merkle_root: Option<String>,
 ) -> FingerprintHeader {
     FingerprintHeader {
         model: side.model.path().display().to_string(),
         config_sha256: side.config_sha256.clone(),
         vocab_sha256: side.vocab_sha256.clone(),
-        merkle_root: None,
-        run_id: opts.run_id.clone(),
-        key_id: key_id.to_string(),
-        commitment: commitment.to_string(),
+        merkle_root,
+        run_id: run_id.to_string(),
+        key_id: commitment.key_id.0.clone(),
+        commitment: commitment.digest.clone(),
         top_k: 0,
         prefix: 0,
     }
@@ -222,27 +227,15 @@ pub fn fingerprint_model(
     let side = open(model)?;
     let spec = ChallengeSpec::new(run_id.to_string(), mode.n_max);
     let commitment = commit(key, &spec);
-    let opts_header = FingerprintHeader {
-        model: model.display().to_string(),
-        config_sha256: side.config_sha256.clone(),
-        vocab_sha256: side.vocab_sha256.clone(),
-        merkle_root: None,
-        run_id: run_id.to_string(),
-        key_id: commitment.key_id.0.clone(),
-        commitment: commitment.digest.clone(),
-        top_k: 0,
-        prefix: 0,
-    };
-    let mut opts_header = opts_header;
-    opts_header.merkle_root =
-        Some(TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root());
+    let root = Some(TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root());
+    let header = header_for(&side, run_id, &commitment, root);
     let engine = Engine::load(&side.model, backend.device()?)?;
     let challenges = generate(key, &spec);
     Ok(fingerprint(
         &engine,
         &side.tokenizer,
         &challenges,
-        opts_header,
+        header,
         &FingerprintOptions::default(),
         progress,
     )?)
