@@ -34,12 +34,7 @@ struct Part {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let manifest_path = workspace_root().join("fixtures/models.json");
-    let manifest: Manifest = serde_json::from_str(
-        &fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
-    )
-    .with_context(|| format!("malformed {}", manifest_path.display()))?;
+    let (_, manifest) = load_manifest()?;
 
     let (print_only, names) = match args {
         [flag, name] if flag == "--path" => (true, vec![name.clone()]),
@@ -77,6 +72,16 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// fixtures/models.json, parsed, with its path for messages.
+fn load_manifest() -> Result<(PathBuf, Manifest)> {
+    let path = workspace_root().join("fixtures/models.json");
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let manifest =
+        serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
+    Ok((path, manifest))
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -86,8 +91,7 @@ fn workspace_root() -> PathBuf {
 
 /// Path of one named fixture, fetched and verified if needed.
 pub fn ensure_named(name: &str) -> Result<PathBuf> {
-    let manifest_path = workspace_root().join("fixtures/models.json");
-    let manifest: Manifest = serde_json::from_str(&fs::read_to_string(&manifest_path)?)?;
+    let (manifest_path, manifest) = load_manifest()?;
     let model = manifest
         .models
         .iter()

@@ -1,15 +1,11 @@
 //! The `pot` binary as a user runs it.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn pot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pot"))
-        .args(args)
-        .env_remove("POT_KEY")
-        .output()
-        .unwrap()
-}
+use std::path::Path;
+use std::process::Output;
+
+use common::pot;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

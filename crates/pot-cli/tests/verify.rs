@@ -1,16 +1,10 @@
 //! `pot verify` end to end on the real fixture models.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::pot;
 
 use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
-
-fn pot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pot"))
-        .args(args)
-        .env_remove("POT_KEY")
-        .output()
-        .unwrap()
-}
 
 fn report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

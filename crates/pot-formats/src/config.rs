@@ -27,6 +27,15 @@ impl Architecture {
         }
     }
 
+    /// The architecture a config names, or an error naming the file and the supported ones.
+    fn parse(path: &Path, name: &str) -> Result<Self> {
+        Self::from_name(name).ok_or_else(|| FormatError::UnsupportedArchitecture {
+            path: path.into(),
+            arch: name.into(),
+            supported: Self::SUPPORTED.into(),
+        })
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "mistral" | "llamaforcausallm" | "mistralforcausallm" => {
@@ -73,13 +82,7 @@ impl ModelConfig {
             .as_str()
             .or_else(|| json["architectures"][0].as_str())
             .ok_or_else(|| invalid("neither model_type nor architectures is set".into()))?;
-        let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
-            FormatError::UnsupportedArchitecture {
-                path: path.into(),
-                arch: arch_name.into(),
-                supported: Architecture::SUPPORTED.into(),
-            }
-        })?;
+        let architecture = Architecture::parse(path, arch_name)?;
         let usize_field = |key: &str| -> Result<usize> {
             json[key]
                 .as_u64()
@@ -122,13 +125,7 @@ impl ModelConfig {
                 path: path.into(),
                 reason: "general.architecture is missing".into(),
             })?;
-        let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
-            FormatError::UnsupportedArchitecture {
-                path: path.into(),
-                arch: arch_name.into(),
-                supported: Architecture::SUPPORTED.into(),
-            }
-        })?;
+        let architecture = Architecture::parse(path, arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let num = |k: &str| -> Result<usize> {
             file.get(&key(k))
