@@ -356,4 +356,8 @@ impl GgufFile {
     pub fn mapped(&self) -> &[u8] {
         &self.mmap
     }
+
+    pub(crate) fn mmap(&self) -> &Mmap {
+        &self.mmap
+    }
 }

@@ -300,6 +300,61 @@ impl Model {
         Ok(out)
     }
 
+    /// Rows `rows` of a 2-D tensor as f32 (`rows.len() * cols` values), read without touching
+    /// the other rows: how the embedding is looked up and the output head is streamed in chunks.
+    pub fn load_f32_rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let loc = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| FormatError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.into(),
+            })?;
+        let info = &loc.info;
+        let (n_rows, cols) = (info.shape[0], info.shape.get(1).copied().unwrap_or(1));
+        let (per_block, block_bytes) = info.dtype.block();
+        // GGUF rows are whole blocks; RoPE-permuted tensors (q/k) are never read by rows.
+        assert!(
+            loc.permuted_heads.is_none() && cols % per_block == 0 && rows.end <= n_rows,
+            "row read of {name}: rows {rows:?} of {n_rows}, {cols} columns"
+        );
+        let row_bytes = cols / per_block * block_bytes;
+        let bytes = self.raw_bytes(name).expect("located above");
+        let mut out = vec![0.0f32; rows.len() * cols];
+        dequantize(
+            info.dtype,
+            &bytes[rows.start * row_bytes..rows.end * row_bytes],
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// Drops this process's mapped pages of a tensor (they stay in the page cache and are read
+    /// again on next use), so streaming or hashing a model larger than memory does not leave
+    /// all of it counted in our resident set.
+    pub fn release_pages(&self, name: &str) {
+        let Some(loc) = self.tensors.get(name) else {
+            return;
+        };
+        let mmap = match &self.files {
+            Files::Gguf(f) => f.mmap(),
+            Files::Safetensors(maps) => &maps[loc.file],
+        };
+        // SAFETY: the mapping is read-only and file-backed: after MADV_DONTNEED a later read
+        // faults the same bytes back in from the file, so no borrowed slice ever changes.
+        // Failure only means the pages stay resident, which is harmless.
+        #[cfg(unix)]
+        let _ = unsafe {
+            mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                loc.start,
+                loc.info.bytes as usize,
+            )
+        };
+        #[cfg(not(unix))]
+        let _ = mmap;
+    }
+
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         match &self.files {
             Files::Gguf(f) => Tokenizer::from_gguf(f),

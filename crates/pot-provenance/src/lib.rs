@@ -76,6 +76,7 @@ impl TensorTree {
                     ("F32".to_string(), h.finalize())
                 }
             };
+            model.release_pages(&t.name);
             leaves.push(TensorLeaf {
                 name: t.name.clone(),
                 dtype,

@@ -7,13 +7,21 @@
 //! `x += Wdown · (silu(Wgate·rmsnorm(x)) ⊙ Wup·rmsnorm(x))`, then rmsnorm, the output head and
 //! log-softmax. Sequences of a batch are right-padded: with the causal mask a real position never
 //! attends to a later (padding) position, so padding needs no mask of its own and its outputs are
-//! dropped.
+//! dropped. Weights are resident, streamed layer-major from the memory map, or kept as int8 and
+//! dequantised per layer (see `weights`); the output head always runs in row chunks into host
+//! buffers, so no `[positions, vocab]` tensor exists on the device at once.
 
-use burn::tensor::activation::{log_softmax, silu, softmax};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use pot_formats::{Model, ModelConfig};
+use rayon::prelude::*;
 
 use crate::error::ScoringError;
+use crate::weights::{Int8Store, Residency, Source, log_softmax_in_place};
 
 /// Which burn backend runs the pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,16 +79,33 @@ struct Block {
     w_down: Tensor<2>,
 }
 
-/// A model's weights loaded on a burn device, ready for forward passes.
-pub struct Engine {
+/// Rows of the output head per chunk: the head over a large vocabulary is never one f32 matrix.
+const HEAD_CHUNK_ROWS: usize = 8192;
+
+/// The weights of the transformer blocks and the output head, by residency.
+enum Weights<'m> {
+    Resident {
+        blocks: Vec<Block>,
+        /// Transposed `[hidden, chunk]` slices of the output head.
+        head: Vec<Tensor<2>>,
+        /// Embedding rows in host memory: a lookup needs no matmul.
+        embedding: Vec<f32>,
+    },
+    /// Blocks and head chunks built from `source` on every pass, `layers_at_once` at a time.
+    Streamed {
+        source: Source<'m>,
+        layers_at_once: usize,
+    },
+}
+
+/// A model's weights on a burn device, ready for forward passes. Borrows the model: streamed
+/// weights are read from its memory map during each pass.
+pub struct Engine<'m> {
     device: Device,
     config: ModelConfig,
-    /// Embedding rows stay in host memory: a lookup needs no matmul.
-    embedding: Vec<f32>,
-    blocks: Vec<Block>,
     final_norm: Tensor<1>,
-    /// Output head, transposed: `[hidden, vocab]`.
-    head: Tensor<2>,
+    weights: Weights<'m>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Per-position next-token log-probabilities of one sequence: `len` rows of `vocab` values;
@@ -119,66 +144,136 @@ fn tensor2_transposed(values: &[f32], rows: usize, cols: usize, device: &Device)
     Tensor::from_data(TensorData::new(t, [cols, rows]), device)
 }
 
-impl Engine {
-    /// Loads every weight of `model` as f32 onto `device`.
-    pub fn load(model: &Model, device: Device) -> Result<Self, ScoringError> {
-        let config = model.config().clone();
-        let load = |name: &str| model.load_f32(name).map_err(ScoringError::from);
-        let matrix = |name: &str| -> Result<Tensor<2>, ScoringError> {
-            let info = model.tensor(name).expect("checked complete when opened");
-            let (rows, cols) = (info.shape[0], info.shape[1]);
-            Ok(tensor2_transposed(&load(name)?, rows, cols, &device))
-        };
-        let vector =
-            |name: &str| -> Result<Tensor<1>, ScoringError> { Ok(tensor1(load(name)?, &device)) };
-        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = |s: &str| format!("model.layers.{i}.{s}");
-            let bias = |s: &str| -> Result<Option<Tensor<1>>, ScoringError> {
-                if config.architecture.qkv_bias() {
-                    vector(&p(s)).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            blocks.push(Block {
-                attn_norm: vector(&p("input_layernorm.weight"))?,
-                wq: matrix(&p("self_attn.q_proj.weight"))?,
-                wk: matrix(&p("self_attn.k_proj.weight"))?,
-                wv: matrix(&p("self_attn.v_proj.weight"))?,
-                bq: bias("self_attn.q_proj.bias")?,
-                bk: bias("self_attn.k_proj.bias")?,
-                bv: bias("self_attn.v_proj.bias")?,
-                wo: matrix(&p("self_attn.o_proj.weight"))?,
-                ffn_norm: vector(&p("post_attention_layernorm.weight"))?,
-                w_gate: matrix(&p("mlp.gate_proj.weight"))?,
-                w_up: matrix(&p("mlp.up_proj.weight"))?,
-                w_down: matrix(&p("mlp.down_proj.weight"))?,
-            });
+fn head_name(config: &ModelConfig) -> &'static str {
+    if config.tie_word_embeddings {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    }
+}
+
+const EMBEDDING: &str = "model.embed_tokens.weight";
+
+fn load_block(
+    source: &Source,
+    config: &ModelConfig,
+    i: usize,
+    device: &Device,
+) -> Result<Block, ScoringError> {
+    let p = |s: &str| format!("model.layers.{i}.{s}");
+    let matrix = |name: &str| -> Result<Tensor<2>, ScoringError> {
+        let (values, rows, cols) = source.matrix(&p(name))?;
+        Ok(tensor2_transposed(&values, rows, cols, device))
+    };
+    let vector = |name: &str| -> Result<Tensor<1>, ScoringError> {
+        Ok(tensor1(source.vector(&p(name))?, device))
+    };
+    let bias = |name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
+        if config.architecture.qkv_bias() {
+            vector(name).map(Some)
+        } else {
+            Ok(None)
         }
-        let embedding = load("model.embed_tokens.weight")?;
-        let head_name = if config.tie_word_embeddings {
-            "model.embed_tokens.weight"
-        } else {
-            "lm_head.weight"
-        };
-        let head = if config.tie_word_embeddings {
-            tensor2_transposed(&embedding, config.vocab_size, config.hidden_size, &device)
-        } else {
-            matrix(head_name)?
+    };
+    Ok(Block {
+        attn_norm: vector("input_layernorm.weight")?,
+        wq: matrix("self_attn.q_proj.weight")?,
+        wk: matrix("self_attn.k_proj.weight")?,
+        wv: matrix("self_attn.v_proj.weight")?,
+        bq: bias("self_attn.q_proj.bias")?,
+        bk: bias("self_attn.k_proj.bias")?,
+        bv: bias("self_attn.v_proj.bias")?,
+        wo: matrix("self_attn.o_proj.weight")?,
+        ffn_norm: vector("post_attention_layernorm.weight")?,
+        w_gate: matrix("mlp.gate_proj.weight")?,
+        w_up: matrix("mlp.up_proj.weight")?,
+        w_down: matrix("mlp.down_proj.weight")?,
+    })
+}
+
+/// Head rows `rows` as a transposed `[hidden, rows.len()]` tensor.
+fn load_head_chunk(
+    source: &Source,
+    config: &ModelConfig,
+    rows: Range<usize>,
+    device: &Device,
+) -> Result<Tensor<2>, ScoringError> {
+    let n = rows.len();
+    let values = source.rows(head_name(config), rows)?;
+    Ok(tensor2_transposed(&values, n, config.hidden_size, device))
+}
+
+fn head_chunks(vocab: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..vocab)
+        .step_by(HEAD_CHUNK_ROWS)
+        .map(move |start| start..(start + HEAD_CHUNK_ROWS).min(vocab))
+}
+
+impl<'m> Engine<'m> {
+    /// Loads every weight of `model` as f32 onto `device`.
+    pub fn load(model: &'m Model, device: Device) -> Result<Self, ScoringError> {
+        Self::with_residency(model, device, Residency::Resident)
+    }
+
+    /// Prepares `model` for forward passes with the given residency: resident loads everything
+    /// now; streamed reads nothing yet; int8 quantises every matrix now (one tensor at a time).
+    pub fn with_residency(
+        model: &'m Model,
+        device: Device,
+        residency: Residency,
+    ) -> Result<Self, ScoringError> {
+        let config = model.config().clone();
+        let source = Source::Model(model);
+        let final_norm = tensor1(source.vector("model.norm.weight")?, &device);
+        let weights = match residency {
+            Residency::Resident => {
+                let blocks = (0..config.num_hidden_layers)
+                    .map(|i| load_block(&source, &config, i, &device))
+                    .collect::<Result<_, _>>()?;
+                let head = head_chunks(config.vocab_size)
+                    .map(|rows| load_head_chunk(&source, &config, rows, &device))
+                    .collect::<Result<_, _>>()?;
+                let embedding = model.load_f32(EMBEDDING)?;
+                source.release(head_name(&config));
+                source.release(EMBEDDING);
+                Weights::Resident {
+                    blocks,
+                    head,
+                    embedding,
+                }
+            }
+            Residency::Streamed { layers_at_once } => Weights::Streamed {
+                source,
+                layers_at_once: layers_at_once.max(1),
+            },
+            Residency::Int8 => Weights::Streamed {
+                source: Source::Int8(Int8Store::quantize(model)?),
+                layers_at_once: 1,
+            },
         };
         Ok(Self {
-            final_norm: vector("model.norm.weight")?,
             device,
             config,
-            embedding,
-            blocks,
-            head,
+            final_norm,
+            weights,
+            cancel: None,
         })
+    }
+
+    /// A flag another thread (the memory monitor) sets to stop passes between layers.
+    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    fn check_cancel(&self) -> Result<(), ScoringError> {
+        match &self.cancel {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(ScoringError::Cancelled),
+            _ => Ok(()),
+        }
     }
 
     /// Teacher-forced pass over a batch of token sequences (any lengths >= 1); returns each
@@ -202,31 +297,88 @@ impl Engine {
                         vocab,
                     });
                 }
-                x[(s * t + i) * d..(s * t + i + 1) * d]
-                    .copy_from_slice(&self.embedding[id * d..(id + 1) * d]);
+                let row = &mut x[(s * t + i) * d..(s * t + i + 1) * d];
+                match &self.weights {
+                    Weights::Resident { embedding, .. } => {
+                        row.copy_from_slice(&embedding[id * d..(id + 1) * d])
+                    }
+                    Weights::Streamed { source, .. } => {
+                        row.copy_from_slice(&source.rows(EMBEDDING, id..id + 1)?)
+                    }
+                }
             }
+        }
+        if let Weights::Streamed { source, .. } = &self.weights {
+            source.release(EMBEDDING);
         }
         let mut x: Tensor<3> = Tensor::from_data(TensorData::new(x, [b, t, d]), &self.device);
         let rope = Rope::new(c, t, &self.device);
         let causal = self.causal_bias(t);
-        for block in &self.blocks {
-            x = self.block(block, x, &rope, &causal, b, t);
+        match &self.weights {
+            Weights::Resident { blocks, .. } => {
+                for block in blocks {
+                    self.check_cancel()?;
+                    x = self.block(block, x, &rope, &causal, b, t);
+                }
+            }
+            Weights::Streamed {
+                source,
+                layers_at_once,
+            } => {
+                let layers: Vec<usize> = (0..c.num_hidden_layers).collect();
+                for group in layers.chunks(*layers_at_once) {
+                    self.check_cancel()?;
+                    let blocks = group
+                        .iter()
+                        .map(|&i| load_block(source, c, i, &self.device))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for block in &blocks {
+                        x = self.block(block, x, &rope, &causal, b, t);
+                    }
+                }
+            }
         }
         let x = rms_norm(x, &self.final_norm, c.rms_norm_eps).reshape([b * t, d]);
-        let logp = log_softmax(x.matmul(self.head.clone()), 1);
-        let values = logp
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| ScoringError::Backend(format!("{e:?}")))?;
-        Ok(batch
+
+        // Logits chunk by chunk into each sequence's own rows (padding rows dropped), then
+        // log-softmax per row on the host.
+        let mut out: Vec<SequenceLogProbs> = batch
             .iter()
-            .enumerate()
-            .map(|(s, ids)| SequenceLogProbs {
+            .map(|ids| SequenceLogProbs {
                 len: ids.len(),
                 vocab,
-                values: values[s * t * vocab..(s * t + ids.len()) * vocab].to_vec(),
+                values: vec![0.0; ids.len() * vocab],
             })
-            .collect())
+            .collect();
+        for (k, rows) in head_chunks(vocab).enumerate() {
+            self.check_cancel()?;
+            let chunk = match &self.weights {
+                Weights::Resident { head, .. } => head[k].clone(),
+                Weights::Streamed { source, .. } => {
+                    load_head_chunk(source, c, rows.clone(), &self.device)?
+                }
+            };
+            let logits = x
+                .clone()
+                .matmul(chunk)
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| ScoringError::Backend(format!("{e:?}")))?;
+            let width = rows.len();
+            for (s, seq) in out.iter_mut().enumerate() {
+                for i in 0..seq.len {
+                    let from = &logits[(s * t + i) * width..(s * t + i + 1) * width];
+                    seq.values[i * vocab + rows.start..i * vocab + rows.end].copy_from_slice(from);
+                }
+            }
+        }
+        if let Weights::Streamed { source, .. } = &self.weights {
+            source.release(head_name(c));
+        }
+        for seq in &mut out {
+            seq.values.par_chunks_mut(vocab).for_each(log_softmax_in_place);
+        }
+        Ok(out)
     }
 
     /// `[groups * t, t]` additive mask: 0 where a query may attend, -inf for later keys. Rows are

@@ -14,6 +14,8 @@ pub enum ScoringError {
     BackendUnavailable(String),
     #[error("vocabularies differ: {0}")]
     VocabularyMismatch(String),
+    #[error("cancelled by the memory monitor")]
+    Cancelled,
     #[error("fingerprint file {path}: {reason}")]
     Fingerprint { path: String, reason: String },
     #[error("the fingerprint does not match this comparison: {0}")]

@@ -10,9 +10,11 @@ pub mod error;
 pub mod fingerprint;
 pub mod score;
 pub mod scorer;
+pub mod weights;
 
 pub use engine::{Backend, Engine, SequenceLogProbs};
 pub use error::ScoringError;
+pub use weights::{Int8Store, Residency};
 pub use fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, PositionRecord};
 pub use score::{ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, full_tvd};
 pub use scorer::{

@@ -84,6 +84,7 @@ impl FuzzyHash {
             Sampler::for_total(bytes.len() as u64).feed(&mut one, bytes);
             tensors.push((t.name.clone(), hash_hex(&one)));
             whole_sampler.feed(&mut whole, bytes);
+            model.release_pages(&t.name);
         }
         Self {
             model: hash_hex(&whole),
