@@ -1,0 +1,392 @@
+//! Choosing how to hold a model's weights before reading any of them.
+//!
+//! Estimates are upper bounds built from sizes (docs/MEMORY.md has the formulas and how they
+//! compare with measured peaks): weights as held, the transient copies made while building a
+//! layer (values, transposed copy, mapped pages), activations of one batch, the host
+//! log-probability rows of one batch, and a fixed baseline for the process itself.
+
+use pot_formats::ModelDescription;
+
+use crate::{SystemMemory, gb};
+
+/// Rows of the output head per chunk; must match pot-scoring's `HEAD_CHUNK_ROWS`.
+const HEAD_CHUNK_ROWS: u64 = 8192;
+/// Process baseline: code, allocator, tokenizer, challenge set, report (measured ~150 MB on the
+/// fixtures; rounded up).
+const BASELINE_BYTES: u64 = 256 << 20;
+/// int8 bytes per weight: one byte plus an f32 scale per 32 values.
+const INT8_BYTES_PER_WEIGHT: f64 = 1.0 + 4.0 / 32.0;
+
+/// What the user allows.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// `--max-memory`: the most this process may hold.
+    pub max_memory_bytes: u64,
+    /// `--min-free`: memory to leave available to the rest of the system.
+    pub min_free_bytes: u64,
+    /// `--enable-offload`: stream weights layer by layer when they do not fit.
+    pub enable_offload: bool,
+    /// `--enable-8bit`: hold weights as int8.
+    pub enable_8bit: bool,
+}
+
+/// The work one forward pass does: sequences per batch and their longest length.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Workload {
+    pub batch_size: usize,
+    pub max_tokens: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Strategy {
+    Resident,
+    /// One layer at a time: the engine does not prefetch, so holding more layers would cost
+    /// memory without saving time.
+    Streamed {
+        layers_at_once: usize,
+    },
+    Int8,
+}
+
+/// Estimated peak bytes of one model under one strategy, by part.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Estimate {
+    pub weights_bytes: u64,
+    pub transient_bytes: u64,
+    pub activation_bytes: u64,
+    pub logits_bytes: u64,
+    pub baseline_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl Estimate {
+    fn new(weights: u64, transient: u64, activation: u64, logits: u64) -> Self {
+        Self {
+            weights_bytes: weights,
+            transient_bytes: transient,
+            activation_bytes: activation,
+            logits_bytes: logits,
+            baseline_bytes: BASELINE_BYTES,
+            total_bytes: weights + transient + activation + logits + BASELINE_BYTES,
+        }
+    }
+}
+
+/// The chosen strategy with its estimate and the budget it was checked against.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub strategy: Strategy,
+    pub estimate: Estimate,
+    /// min(--max-memory, available - --min-free).
+    pub budget_bytes: u64,
+    pub max_memory_bytes: u64,
+    pub available_bytes: Option<u64>,
+    pub min_free_bytes: u64,
+    /// Estimates of every strategy, for the report and for advice.
+    pub resident_bytes: u64,
+    pub streamed_bytes: u64,
+    pub int8_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error(
+        "the system has {available} available and --min-free asks to keep {min_free} free: \
+         nothing is left for pot; free memory or lower --min-free"
+    )]
+    NoMemoryLeft { available: String, min_free: String },
+    #[error("{model} does not fit in the memory budget of {budget} ({why}): {advice}")]
+    DoesNotFit {
+        model: String,
+        budget: String,
+        why: String,
+        advice: String,
+    },
+}
+
+/// Sizes of one model, derived from its description.
+struct Sizes {
+    params: u64,
+    largest_layer: u64,
+    largest_matrix: u64,
+    hidden: u64,
+    vocab: u64,
+    tied: bool,
+    embedding: u64,
+}
+
+impl Sizes {
+    fn of(d: &ModelDescription) -> Self {
+        let c = &d.config;
+        let (h, q) = (c.hidden_size as u64, (c.num_attention_heads * c.head_dim) as u64);
+        let largest_matrix = (c.intermediate_size as u64 * h).max(q * h);
+        Self {
+            params: d.parameter_count,
+            largest_layer: d.largest_layer_parameters(),
+            largest_matrix,
+            hidden: h,
+            vocab: c.vocab_size as u64,
+            tied: c.tie_word_embeddings,
+            embedding: d.embedding_parameters,
+        }
+    }
+}
+
+/// Activation bytes of one batch through one block plus the host log-probability rows.
+fn activations(d: &ModelDescription, w: &Workload) -> (u64, u64) {
+    let c = &d.config;
+    let bt = (w.batch_size * w.max_tokens) as u64;
+    let (h, inter) = (c.hidden_size as u64, c.intermediate_size as u64);
+    let heads = c.num_attention_heads as u64;
+    let t = w.max_tokens as u64;
+    // Residual, normed input, q, k, v, attention output, block output; gate, up, product;
+    // scores, softmax and mask broadcast per head.
+    let activation = 4 * (bt * h * 8 + bt * inter * 3 + w.batch_size as u64 * heads * t * t * 3);
+    // Every position's log-probabilities in host rows, plus one chunk of logits in flight twice.
+    let logits = 4 * (bt * c.vocab_size as u64 + 2 * bt * HEAD_CHUNK_ROWS);
+    (activation, logits)
+}
+
+fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate {
+    let s = Sizes::of(d);
+    let (activation, logits) = activations(d, w);
+    let head_chunk = 2 * 4 * HEAD_CHUNK_ROWS.min(s.vocab) * s.hidden;
+    match strategy {
+        // Every weight as f32, the tied embedding twice (host rows and head chunks); while
+        // loading, one matrix as values, transposed copy and mapped pages.
+        Strategy::Resident => Estimate::new(
+            4 * (s.params + if s.tied { s.embedding } else { 0 }),
+            3 * 4 * s.largest_matrix,
+            activation,
+            logits,
+        ),
+        // One layer at a time plus its largest matrix's transient copies, or one head chunk.
+        Strategy::Streamed { layers_at_once } => Estimate::new(
+            4 * s.largest_layer * layers_at_once as u64,
+            (3 * 4 * s.largest_matrix).max(head_chunk),
+            activation,
+            logits,
+        ),
+        // The int8 store, one dequantised layer, and the quantisation pass's transient copies.
+        Strategy::Int8 => Estimate::new(
+            (s.params as f64 * INT8_BYTES_PER_WEIGHT).ceil() as u64 + 4 * s.largest_layer,
+            (3 * 4 * s.largest_matrix).max(3 * 4 * s.embedding).max(head_chunk),
+            activation,
+            logits,
+        ),
+    }
+}
+
+/// Chooses the strategy for one model: int8 when `--enable-8bit`; otherwise resident when it
+/// fits, else streamed when `--enable-offload`; else refused with the numbers and the flags
+/// that would make it fit.
+pub fn plan(
+    description: &ModelDescription,
+    limits: &Limits,
+    workload: &Workload,
+    system: Option<SystemMemory>,
+) -> Result<Plan, PlanError> {
+    let available = system.map(|s| s.available_bytes);
+    let budget = match available {
+        Some(available) => {
+            if available <= limits.min_free_bytes {
+                return Err(PlanError::NoMemoryLeft {
+                    available: gb(available),
+                    min_free: gb(limits.min_free_bytes),
+                });
+            }
+            limits.max_memory_bytes.min(available - limits.min_free_bytes)
+        }
+        None => limits.max_memory_bytes,
+    };
+    let streamed_strategy = Strategy::Streamed { layers_at_once: 1 };
+    let resident = estimate(description, workload, Strategy::Resident);
+    let streamed = estimate(description, workload, streamed_strategy);
+    let int8 = estimate(description, workload, Strategy::Int8);
+    let chosen = if limits.enable_8bit {
+        Some((Strategy::Int8, int8)).filter(|_| int8.total_bytes <= budget)
+    } else if resident.total_bytes <= budget {
+        Some((Strategy::Resident, resident))
+    } else if limits.enable_offload && streamed.total_bytes <= budget {
+        Some((streamed_strategy, streamed))
+    } else {
+        None
+    };
+    let Some((strategy, estimate)) = chosen else {
+        let why = match available {
+            Some(a) => format!(
+                "--max-memory {}, {} available, --min-free {}",
+                gb(limits.max_memory_bytes),
+                gb(a),
+                gb(limits.min_free_bytes)
+            ),
+            None => format!("--max-memory {}", gb(limits.max_memory_bytes)),
+        };
+        return Err(PlanError::DoesNotFit {
+            model: description.path.display().to_string(),
+            budget: gb(budget),
+            why,
+            advice: advice(limits, budget, &resident, &streamed, &int8),
+        });
+    };
+    Ok(Plan {
+        strategy,
+        estimate,
+        budget_bytes: budget,
+        max_memory_bytes: limits.max_memory_bytes,
+        available_bytes: available,
+        min_free_bytes: limits.min_free_bytes,
+        resident_bytes: resident.total_bytes,
+        streamed_bytes: streamed.total_bytes,
+        int8_bytes: int8.total_bytes,
+    })
+}
+
+fn advice(
+    limits: &Limits,
+    budget: u64,
+    resident: &Estimate,
+    streamed: &Estimate,
+    int8: &Estimate,
+) -> String {
+    let mut ways = vec![format!(
+        "resident (f32) needs {}",
+        gb(resident.total_bytes)
+    )];
+    if streamed.total_bytes <= budget && !limits.enable_offload {
+        ways.push(format!(
+            "streamed layer by layer needs {}: add --enable-offload",
+            gb(streamed.total_bytes)
+        ));
+    }
+    if int8.total_bytes <= budget && !limits.enable_8bit {
+        ways.push(format!(
+            "int8 weights need {}: add --enable-8bit",
+            gb(int8.total_bytes)
+        ));
+    }
+    if ways.len() == 1 {
+        let smallest = streamed.total_bytes.min(int8.total_bytes);
+        ways.push(format!(
+            "the smallest plan (streamed{}) needs {}: raise --max-memory (or lower --min-free) \
+             to at least that{}",
+            if limits.enable_offload {
+                ""
+            } else {
+                ", with --enable-offload"
+            },
+            gb(smallest),
+            if limits.enable_8bit {
+                "; int8 keeps every layer in memory, drop --enable-8bit to stream instead"
+            } else {
+                ""
+            }
+        ));
+    }
+    ways.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pot_formats::{Architecture, Format, ModelConfig};
+
+    /// Qwen2.5-Coder-1.5B's shape (1.54 B parameters, tied embedding).
+    fn qwen_15b() -> ModelDescription {
+        let config = ModelConfig {
+            architecture: Architecture::Qwen2,
+            hidden_size: 1536,
+            intermediate_size: 8960,
+            num_hidden_layers: 28,
+            num_attention_heads: 12,
+            num_key_value_heads: 2,
+            head_dim: 128,
+            vocab_size: 151_936,
+            rope_theta: 1e6,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+            max_position_embeddings: 32768,
+            bos_token_id: None,
+            eos_token_id: None,
+        };
+        let (h, kv) = (1536u64, 256u64);
+        let layer = 2 * h * h + 2 * kv * h + 3 * 8960 * h + 2 * h + h + 2 * kv;
+        let embedding = 151_936 * h;
+        ModelDescription {
+            path: "qwen-1.5b".into(),
+            format: Format::Safetensors,
+            config,
+            parameter_count: 28 * layer + embedding + h,
+            file_bytes: 0,
+            dtypes: Default::default(),
+            layer_parameters: vec![layer; 28],
+            embedding_parameters: embedding,
+            head_parameters: 0,
+            other_parameters: h,
+        }
+    }
+
+    const WORK: Workload = Workload {
+        batch_size: 8,
+        max_tokens: 160,
+    };
+
+    fn limits(gb: f64, offload: bool, int8: bool) -> Limits {
+        Limits {
+            max_memory_bytes: (gb * 1e9) as u64,
+            min_free_bytes: 0,
+            enable_offload: offload,
+            enable_8bit: int8,
+        }
+    }
+
+    #[test]
+    fn resident_when_it_fits() {
+        let p = plan(&qwen_15b(), &limits(40.0, false, false), &WORK, None).unwrap();
+        assert_eq!(p.strategy, Strategy::Resident);
+        assert!(p.estimate.total_bytes > 6_000_000_000 && p.estimate.total_bytes < 12_000_000_000);
+    }
+
+    #[test]
+    fn streamed_only_with_offload_and_advice_names_the_flag() {
+        let err = plan(&qwen_15b(), &limits(3.0, false, false), &WORK, None).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("--enable-offload"), "{msg}");
+        let p = plan(&qwen_15b(), &limits(3.0, true, false), &WORK, None).unwrap();
+        assert_eq!(p.strategy, Strategy::Streamed { layers_at_once: 1 });
+        assert!(p.estimate.total_bytes <= 3_000_000_000);
+    }
+
+    #[test]
+    fn a_budget_below_one_layer_is_refused_with_the_smallest_plan() {
+        let err = plan(&qwen_15b(), &limits(0.3, true, false), &WORK, None).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("raise --max-memory"), "{msg}");
+    }
+
+    #[test]
+    fn int8_is_about_a_quarter_of_f32_weights() {
+        let p = plan(&qwen_15b(), &limits(40.0, false, true), &WORK, None).unwrap();
+        assert_eq!(p.strategy, Strategy::Int8);
+        let ratio = p.estimate.weights_bytes as f64 / (4.0 * qwen_15b().parameter_count as f64);
+        assert!(ratio > 0.25 && ratio < 0.45, "{ratio}");
+    }
+
+    #[test]
+    fn min_free_shrinks_the_budget() {
+        let system = SystemMemory {
+            total_bytes: 24_000_000_000,
+            available_bytes: 20_000_000_000,
+        };
+        let mut l = limits(40.0, false, false);
+        l.min_free_bytes = 4_000_000_000;
+        let p = plan(&qwen_15b(), &l, &WORK, Some(system)).unwrap();
+        assert_eq!(p.budget_bytes, 16_000_000_000);
+        l.min_free_bytes = 21_000_000_000;
+        assert!(matches!(
+            plan(&qwen_15b(), &l, &WORK, Some(system)),
+            Err(PlanError::NoMemoryLeft { .. })
+        ));
+    }
+}
