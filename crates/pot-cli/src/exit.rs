@@ -5,6 +5,8 @@ pub const DIFFERENT: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const UNDECIDED: u8 = 3;
 pub const LOAD_FAILED: u8 = 4;
+/// Refused by the memory plan before loading, or stopped by the memory monitor.
+pub const MEMORY: u8 = 5;
 pub const RUNTIME: u8 = 6;
 
 pub fn of_verdict(verdict: Option<pot_stats::Verdict>) -> u8 {

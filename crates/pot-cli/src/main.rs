@@ -4,7 +4,9 @@ mod challenges;
 mod decide;
 mod exit;
 mod models;
+mod monitor;
 mod provenance;
+mod resources;
 mod verify;
 
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ enum Command {
     Merkle(provenance::MerkleArgs),
     /// Check a report's query transcript against its Merkle root.
     Provenance(provenance::ProvenanceArgs),
+    /// Watch system memory and guard one pot process (SIGTERM at the kill threshold).
+    Monitor(monitor::MonitorArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Fingerprint(args) => verify::fingerprint_cmd(args),
         Command::Merkle(args) => provenance::merkle_cmd(args),
         Command::Provenance(args) => provenance::provenance_cmd(args),
+        Command::Monitor(args) => monitor::monitor_cmd(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -13,6 +13,7 @@ use pot_stats::{Method, Mode, Verdict};
 use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
 use crate::exit::{self, Failure};
+use crate::resources::ResourceArgs;
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -42,6 +43,8 @@ pub struct VerifyArgs {
     /// Challenges per forward pass of the candidate.
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// No progress output on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -109,13 +112,23 @@ impl ProgressPrinter {
     }
 }
 
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The exit code of a pipeline error.
+fn error_code(e: &VerifyError) -> u8 {
+    match e {
+        VerifyError::Load(_) => exit::LOAD_FAILED,
+        VerifyError::Plan(_) | VerifyError::MemoryLimit(_) => exit::MEMORY,
+        _ => exit::RUNTIME,
+    }
+}
+
 pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
+    let resources = args.resources.apply()?;
     let key = run_key(&args.key, args.quiet)?;
     let opts = VerifyOptions {
         model1: args.model1.clone().unwrap_or_default(),
@@ -127,19 +140,18 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         run_id: args.run_id.clone(),
         backend: args.backend,
         batch_size: args.batch_size,
+        resources,
     };
     let printer = ProgressPrinter::new(args.quiet);
     let result = verify(&opts, |e| printer.show(e));
     let (json, code) = match &result {
+        Ok(report) if report.memory_aborted() => (report.json().clone(), exit::MEMORY),
         Ok(report) => (
             report.json().clone(),
             exit::of_verdict(Some(report.final_decision())),
         ),
         Err(e) => {
-            let code = match e {
-                VerifyError::Load(_) => exit::LOAD_FAILED,
-                _ => exit::RUNTIME,
-            };
+            let code = error_code(e);
             let model1 = args
                 .reference
                 .as_ref()
@@ -159,6 +171,21 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         )?;
     }
     match result {
+        Ok(report) if report.memory_aborted() => {
+            let r = report.json();
+            return Err(exit::fail(
+                code,
+                anyhow!(
+                    "{}\nwhat to do: {}{}",
+                    r["error"].as_str().unwrap_or("memory limit exceeded"),
+                    r["advice"].as_str().unwrap_or(""),
+                    args.output
+                        .as_ref()
+                        .map(|o| format!("\nreport written to {}", o.display()))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         Ok(report) => print_summary(report.json(), report.final_decision()),
         Err(e) => return Err(exit::fail(code, anyhow!(e))),
     }
@@ -210,25 +237,34 @@ pub struct FingerprintArgs {
     output: PathBuf,
     #[arg(long, default_value = "flex", value_parser = parse_backend)]
     backend: Backend,
+    #[command(flatten)]
+    resources: ResourceArgs,
     #[arg(long, short)]
     quiet: bool,
 }
 
 pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
+    let resources = args.resources.apply()?;
     let key = args.key.load()?;
     let printer = ProgressPrinter::new(args.quiet);
-    let fp = fingerprint_model(
+    let (fp, plan) = fingerprint_model(
         &args.model,
         &key,
         &args.run_id,
         &args.mode,
         args.backend,
+        &resources,
         |done, total| printer.show(Progress::Fingerprinted { done, total }),
     )
-    .map_err(|e| match e {
-        VerifyError::Load(_) => exit::fail(exit::LOAD_FAILED, anyhow!(e)),
-        other => exit::fail(exit::RUNTIME, anyhow!(other)),
-    })?;
+    .map_err(|e| exit::fail(error_code(&e), anyhow!(e)))?;
+    if !args.quiet {
+        eprintln!(
+            "memory plan: {:?}, estimated peak {:.2} GB of a {:.2} GB budget",
+            plan.strategy,
+            plan.estimate.total_bytes as f64 / 1e9,
+            plan.budget_bytes as f64 / 1e9
+        );
+    }
     fp.save(&args.output)
         .map_err(|e| exit::fail(exit::RUNTIME, anyhow!(e)))?;
     println!(

@@ -150,13 +150,10 @@ impl Monitor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let state = self.state.lock().map(|mut s| {
-            (
-                std::mem::take(&mut s.events),
-                s.samples,
-                s.abort.take(),
-            )
-        });
+        let state = self
+            .state
+            .lock()
+            .map(|mut s| (std::mem::take(&mut s.events), s.samples, s.abort.take()));
         let (events, samples, abort) = state.unwrap_or_default();
         MonitorReport {
             samples,
@@ -209,7 +206,10 @@ fn sample_loop(
                 critical = true;
                 new_events.push((
                     EventLevel::Critical,
-                    format!("system memory {used:.1}% used (critical at {}%)", t.critical),
+                    format!(
+                        "system memory {used:.1}% used (critical at {}%)",
+                        t.critical
+                    ),
                 ));
             }
             if used >= t.kill {

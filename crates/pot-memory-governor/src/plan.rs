@@ -30,6 +30,21 @@ pub struct Limits {
     pub enable_8bit: bool,
 }
 
+impl Limits {
+    /// What pot may hold: min(--max-memory, available - --min-free); just --max-memory where
+    /// the system's memory cannot be read.
+    pub fn budget_bytes(&self, system: Option<SystemMemory>) -> Result<u64, PlanError> {
+        match system.map(|s| s.available_bytes) {
+            Some(available) if available <= self.min_free_bytes => Err(PlanError::NoMemoryLeft {
+                available: gb(available),
+                min_free: gb(self.min_free_bytes),
+            }),
+            Some(available) => Ok(self.max_memory_bytes.min(available - self.min_free_bytes)),
+            None => Ok(self.max_memory_bytes),
+        }
+    }
+}
+
 /// The work one forward pass does: sequences per batch and their longest length.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Workload {
@@ -61,6 +76,9 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// The process baseline counted in every estimate (subtract it once when adding two).
+    pub const BASELINE_BYTES: u64 = BASELINE_BYTES;
+
     fn new(weights: u64, transient: u64, activation: u64, logits: u64) -> Self {
         Self {
             weights_bytes: weights,
@@ -119,7 +137,10 @@ struct Sizes {
 impl Sizes {
     fn of(d: &ModelDescription) -> Self {
         let c = &d.config;
-        let (h, q) = (c.hidden_size as u64, (c.num_attention_heads * c.head_dim) as u64);
+        let (h, q) = (
+            c.hidden_size as u64,
+            (c.num_attention_heads * c.head_dim) as u64,
+        );
         let largest_matrix = (c.intermediate_size as u64 * h).max(q * h);
         Self {
             params: d.parameter_count,
@@ -171,7 +192,9 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
         // The int8 store, one dequantised layer, and the quantisation pass's transient copies.
         Strategy::Int8 => Estimate::new(
             (s.params as f64 * INT8_BYTES_PER_WEIGHT).ceil() as u64 + 4 * s.largest_layer,
-            (3 * 4 * s.largest_matrix).max(3 * 4 * s.embedding).max(head_chunk),
+            (3 * 4 * s.largest_matrix)
+                .max(3 * 4 * s.embedding)
+                .max(head_chunk),
             activation,
             logits,
         ),
@@ -188,18 +211,7 @@ pub fn plan(
     system: Option<SystemMemory>,
 ) -> Result<Plan, PlanError> {
     let available = system.map(|s| s.available_bytes);
-    let budget = match available {
-        Some(available) => {
-            if available <= limits.min_free_bytes {
-                return Err(PlanError::NoMemoryLeft {
-                    available: gb(available),
-                    min_free: gb(limits.min_free_bytes),
-                });
-            }
-            limits.max_memory_bytes.min(available - limits.min_free_bytes)
-        }
-        None => limits.max_memory_bytes,
-    };
+    let budget = limits.budget_bytes(system)?;
     let streamed_strategy = Strategy::Streamed { layers_at_once: 1 };
     let resident = estimate(description, workload, Strategy::Resident);
     let streamed = estimate(description, workload, streamed_strategy);
@@ -250,10 +262,7 @@ fn advice(
     streamed: &Estimate,
     int8: &Estimate,
 ) -> String {
-    let mut ways = vec![format!(
-        "resident (f32) needs {}",
-        gb(resident.total_bytes)
-    )];
+    let mut ways = vec![format!("resident (f32) needs {}", gb(resident.total_bytes))];
     if streamed.total_bytes <= budget && !limits.enable_offload {
         ways.push(format!(
             "streamed layer by layer needs {}: add --enable-offload",

@@ -91,6 +91,9 @@ mod tests {
         let sys = SystemMemory::read().unwrap();
         assert!(sys.available_bytes <= sys.total_bytes);
         assert!((0.0..=100.0).contains(&sys.used_percent()));
-        assert!(command_name(std::process::id()).is_some(), "own comm readable");
+        assert!(
+            command_name(std::process::id()).is_some(),
+            "own comm readable"
+        );
     }
 }

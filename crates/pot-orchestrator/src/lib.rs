@@ -1,33 +1,72 @@
-//! The verification pipeline, thin on purpose: it wires the stage crates together and writes one
-//! report. Data flows one way: challenges -> reference fingerprint -> candidate scores, one query
-//! at a time into the sequential test -> final decision -> report.
+//! The verification pipeline, thin on purpose: it wires the stage crates together through the
+//! typed stages of [`stages`] and writes one report. Data flows one way: challenges -> reference
+//! records -> candidate scores, one query at a time into the sequential test -> final decision
+//! -> report, with weight evidence (config, TLSH, Merkle) beside it.
 //!
-//! Only one model is resident at a time: model 1 is fingerprinted on the mode's query cap and
-//! released, then model 2 is scored in batches with the decision checked after every query.
+//! Memory: each model gets a plan from pot-memory-governor before any weight is read. When both
+//! models fit resident in the budget they run side by side (model 1 fingerprints each batch just
+//! before model 2 scores it, so early stopping saves both models' compute); otherwise model 1 is
+//! fingerprinted on the mode's query cap and released before model 2 is loaded. A monitor
+//! thread watches RSS and system memory; at the kill threshold or past the budget it cancels the
+//! work, and the report says "memory limit exceeded" with `success: false`.
 
-mod memory;
 mod report;
+pub mod stages;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pot_challenge_kdf::{ChallengeSpec, MasterKey, commit, generate};
+use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey};
 use pot_formats::{Model, Tokenizer};
+use pot_memory_governor::{
+    Estimate, Limits, Monitor, MonitorConfig, Plan, PlanError, Strategy, SystemMemory, Thresholds,
+    Workload, plan,
+};
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
-    Backend, Engine, Fingerprint, FingerprintHeader, FingerprintOptions, check_same_vocabulary,
-    config_sha256, fingerprint, score_candidate,
+    Backend, Fingerprint, FingerprintHeader, FingerprintOptions, Residency, ScoringError,
+    check_same_vocabulary, config_sha256,
 };
-use pot_security::{ConfigHashes, FuzzyHash, compare_tokenizers};
-use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
+use pot_security::compare_tokenizers;
+use pot_stats::{Method, Mode, Step, Verdict};
 
-pub use memory::{MemorySnapshot, peak_memory_gb};
 pub use report::{REPORT_VERSION, Report};
+pub use stages::WeightEvidence;
+use stages::{
+    CandidateStage, ChallengeStage, DecisionStage, EvidenceStage, KdfChallenges, LiveModel,
+    ReferenceStage, SecurityAndProvenance, sequential_test,
+};
+
+/// Environment variable that overrides the monitor's RSS budget (bytes) after planning: a test
+/// hook to force a budget crossing mid-run.
+pub const MONITOR_BUDGET_ENV: &str = "POT_MONITOR_BUDGET_BYTES";
+
+/// How much memory and what safety the run may use.
+#[derive(Clone, Debug)]
+pub struct ResourceOptions {
+    pub limits: Limits,
+    pub thresholds: Thresholds,
+    pub monitor_interval: Duration,
+}
+
+impl Default for ResourceOptions {
+    fn default() -> Self {
+        Self {
+            limits: Limits {
+                max_memory_bytes: 40_000_000_000,
+                min_free_bytes: 2_000_000_000,
+                enable_offload: false,
+                enable_8bit: false,
+            },
+            thresholds: Thresholds::default(),
+            monitor_interval: Duration::from_millis(100),
+        }
+    }
+}
 
 /// What to verify and how.
 pub struct VerifyOptions {
     pub model1: PathBuf,
-    /// The candidate; `None` with a `reference` fingerprint standing in for model 1.
     pub model2: PathBuf,
     /// A saved fingerprint used instead of running model 1.
     pub reference: Option<PathBuf>,
@@ -38,6 +77,7 @@ pub struct VerifyOptions {
     pub backend: Backend,
     /// Challenges per forward pass of the candidate (early stopping wastes at most a batch).
     pub batch_size: usize,
+    pub resources: ResourceOptions,
 }
 
 /// Progress events for a front end to display.
@@ -49,13 +89,45 @@ pub enum Progress<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    // Not `#[from]`: a source would print the same message twice in `{:#}` chains.
     #[error("model loading failed: {0}")]
-    Load(#[from] pot_formats::FormatError),
+    Load(pot_formats::FormatError),
     #[error(transparent)]
-    Scoring(#[from] pot_scoring::ScoringError),
+    Scoring(ScoringError),
     #[error(transparent)]
     Stats(#[from] pot_stats::StatsError),
+    #[error("memory plan refused before loading: {0}")]
+    Plan(PlanError),
+    /// The monitor cancelled the work; the report records it.
+    #[error("memory limit exceeded: {0}")]
+    MemoryLimit(String),
 }
+
+impl From<pot_formats::FormatError> for VerifyError {
+    fn from(e: pot_formats::FormatError) -> Self {
+        VerifyError::Load(e)
+    }
+}
+
+impl From<PlanError> for VerifyError {
+    fn from(e: PlanError) -> Self {
+        VerifyError::Plan(e)
+    }
+}
+
+impl From<ScoringError> for VerifyError {
+    fn from(e: ScoringError) -> Self {
+        match e {
+            ScoringError::Cancelled => VerifyError::MemoryLimit("cancelled by the monitor".into()),
+            other => VerifyError::Scoring(other),
+        }
+    }
+}
+
+/// What to do after "memory limit exceeded", in the report and the README.
+pub const MEMORY_ADVICE: &str = "lower --max-memory below what the machine can spare, add \
+     --enable-8bit (int8 weights, about a quarter of f32), or add --enable-offload (stream \
+     layer by layer); a smaller --batch-size also lowers the peak";
 
 struct Side {
     model: Model,
@@ -75,130 +147,288 @@ fn open(path: &Path) -> Result<Side, VerifyError> {
     })
 }
 
-/// Weight-level evidence of one model: config hashes, TLSH, tensor Merkle root. Read from the
-/// memory map (no forward pass); computed before the model is released.
-pub struct WeightEvidence {
-    pub config: ConfigHashes,
-    pub fuzzy: FuzzyHash,
-    pub merkle_root: String,
+fn residency(strategy: Strategy) -> Residency {
+    match strategy {
+        Strategy::Resident => Residency::Resident,
+        Strategy::Streamed { layers_at_once } => Residency::Streamed { layers_at_once },
+        Strategy::Int8 => Residency::Int8,
+    }
 }
 
-fn weight_evidence(side: &Side) -> Result<WeightEvidence, VerifyError> {
-    Ok(WeightEvidence {
-        config: ConfigHashes::of_model(&side.model),
-        fuzzy: FuzzyHash::of_model(&side.model),
-        merkle_root: TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root(),
-    })
+/// Sequences per pass and their longest tokenised length, for the memory plan.
+fn workload(tokenizer: &Tokenizer, challenges: &[Challenge], batch_size: usize) -> Workload {
+    let max_tokens = challenges
+        .iter()
+        .filter_map(|c| tokenizer.encode_prompt(&c.prompt).ok())
+        .map(|ids| ids.len())
+        .max()
+        .unwrap_or(1);
+    Workload {
+        batch_size: batch_size.max(FingerprintOptions::default().batch_size),
+        max_tokens,
+    }
 }
 
-/// Runs the whole pipeline. Errors before any evidence (unreadable model, bad fingerprint) are
-/// returned; everything after that is recorded in the report.
+fn start_monitor(resources: &ResourceOptions) -> Result<Monitor, PlanError> {
+    let budget = resources.limits.budget_bytes(SystemMemory::read())?;
+    let budget = std::env::var(MONITOR_BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(budget);
+    Ok(Monitor::start(MonitorConfig {
+        thresholds: resources.thresholds,
+        budget_bytes: Some(budget),
+        interval: resources.monitor_interval,
+    }))
+}
+
+fn check_monitor(monitor: &Monitor) -> Result<(), VerifyError> {
+    match monitor.abort_reason() {
+        Some(reason) => Err(VerifyError::MemoryLimit(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Runs the whole pipeline. Errors before any evidence (unreadable model, plan refused, bad
+/// fingerprint) are returned; a memory abort and everything after the first evidence are
+/// recorded in the report.
 pub fn verify(
     opts: &VerifyOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<Report, VerifyError> {
     let started = Instant::now();
     let mut report = Report::new(opts);
-    let memory_before = MemorySnapshot::now();
+    let monitor = start_monitor(&opts.resources)?;
+    monitor.note("start");
+    let result = pipeline(opts, &mut report, &monitor, &mut progress);
+    monitor.note("end");
+    let abort = monitor.abort_reason();
+    let memory = monitor.finish();
+    match result {
+        Ok(()) => {}
+        Err(VerifyError::MemoryLimit(reason)) => {
+            report.memory_abort(&abort.unwrap_or(reason), MEMORY_ADVICE)
+        }
+        Err(e) => return Err(e),
+    }
+    report.finish(started, &memory);
+    Ok(report)
+}
 
+fn pipeline(
+    opts: &VerifyOptions,
+    report: &mut Report,
+    monitor: &Monitor,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), VerifyError> {
+    let limits = &opts.resources.limits;
+    let system = SystemMemory::read();
     progress(Progress::Stage("reading models"));
     let candidate = open(&opts.model2)?;
-    progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
-    let evidence2 = weight_evidence(&candidate)?;
-    let spec = ChallengeSpec::new(opts.run_id.clone(), opts.mode.n_max);
-    let commitment = commit(&opts.key, &spec);
+    let challenge_stage = KdfChallenges {
+        key: &opts.key,
+        spec: ChallengeSpec::new(opts.run_id.clone(), opts.mode.n_max),
+    };
+    let commitment = challenge_stage.commitment();
     report.set_challenges(&commitment);
+    let challenges = challenge_stage.challenges();
+    let work = workload(&candidate.tokenizer, &challenges, opts.batch_size);
+    let plan2 = plan(&candidate.model.description(), limits, &work, system)?;
 
-    // Reference: a saved fingerprint, or model 1 fingerprinted now and released.
-    let reference: Fingerprint = match &opts.reference {
+    progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
+    let evidence2 = SecurityAndProvenance.evidence(&candidate.model)?;
+    check_monitor(monitor)?;
+    let mut test = sequential_test(&opts.mode, opts.method)?;
+    let load_candidate = |monitor: &Monitor| {
+        LiveModel::load(
+            &candidate.model,
+            &candidate.tokenizer,
+            header_for(&candidate, &opts.run_id, &commitment, None),
+            opts.backend,
+            residency(plan2.strategy),
+            monitor.cancel_flag(),
+        )
+    };
+
+    let timer = Instant::now();
+    match &opts.reference {
         Some(path) => {
-            let fp = Fingerprint::load(path)?;
+            let mut fp = Fingerprint::load(path)?;
             report.model1_identity(&fp.header.config_sha256, &fp.header.vocab_sha256);
             report.reference_evidence(fp.header.merkle_root.as_deref(), &evidence2);
-            if fp.header.commitment != commitment.digest {
-                return Err(pot_scoring::ScoringError::FingerprintMismatch(format!(
-                    "it was made for challenge commitment {} (run id `{}`, key id {}), this run's is {}; \
-                     pass the same --run-id, --key-file and --mode",
-                    fp.header.commitment, fp.header.run_id, fp.header.key_id, commitment.digest
-                ))
-                .into());
+            check_reference(&fp, &commitment)?;
+            report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
+            if fp.header.vocab_sha256 != candidate.vocab_sha256 {
+                report.tokenizer_mismatch(
+                    "the candidate's token -> id map differs from the reference's",
+                );
+                return Ok(());
             }
-            fp
+            report.memory_plan(
+                None,
+                &plan2,
+                "reference fingerprint: only model 2 is loaded",
+            );
+            progress(Progress::Stage("scoring model 2"));
+            let mut m2 = load_candidate(monitor)?;
+            monitor.note("model 2 loaded");
+            run_queries(
+                opts,
+                &challenges,
+                &mut fp,
+                &mut m2,
+                &mut test,
+                report,
+                monitor,
+                progress,
+            )?;
         }
         None => {
             let side = open(&opts.model1)?;
             report.model1_identity(&side.config_sha256, &side.vocab_sha256);
+            report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
+            let plan1 = plan(&side.model.description(), limits, &work, system)?;
             progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
-            let evidence1 = weight_evidence(&side)?;
+            let evidence1 = SecurityAndProvenance.evidence(&side.model)?;
+            check_monitor(monitor)?;
             report.weight_evidence(&evidence1, &evidence2);
             report.tokenizer_report(&compare_tokenizers(&side.tokenizer, &candidate.tokenizer));
             if let Err(e) = check_same_vocabulary(&side.tokenizer, &candidate.tokenizer) {
                 report.tokenizer_mismatch(&e.to_string());
-                report.finish(started, memory_before);
-                return Ok(report);
+                return Ok(());
             }
-            progress(Progress::Stage("fingerprinting model 1"));
-            let t = Instant::now();
-            let engine = Engine::load(&side.model, opts.backend.device()?)?;
-            let challenges = generate(&opts.key, &spec);
-            let header = header_for(
+            let header1 = header_for(
                 &side,
                 &opts.run_id,
                 &commitment,
                 Some(evidence1.merkle_root.clone()),
             );
-            let fp = fingerprint(
-                &engine,
-                &side.tokenizer,
-                &challenges,
-                header,
-                &FingerprintOptions::default(),
-                |done, total| progress(Progress::Fingerprinted { done, total }),
-            )?;
-            report.timing("fingerprint_model1_s", t.elapsed().as_secs_f64());
-            drop(engine);
-            drop(side);
-            report.memory_event("model 1 released", MemorySnapshot::now());
-            fp
-        }
-    };
-    report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
-    if reference.header.vocab_sha256 != candidate.vocab_sha256 {
-        report.tokenizer_mismatch("the candidate's token -> id map differs from the reference's");
-        report.finish(started, memory_before);
-        return Ok(report);
-    }
-
-    progress(Progress::Stage("scoring model 2"));
-    let t = Instant::now();
-    let engine = Engine::load(&candidate.model, opts.backend.device()?)?;
-    let mut test = SequentialTest::new(opts.mode.clone(), opts.method, 1.0)?;
-    'batches: for batch in reference.records.chunks(opts.batch_size.max(1)) {
-        for (record, score) in batch.iter().zip(score_candidate(&engine, batch)?) {
-            let step = test.push(score.score)?;
-            progress(Progress::Scored {
-                query: test.n(),
-                score: score.score,
-                cap: opts.mode.n_max,
-            });
-            report.trace(record, &score, &test.outcome());
-            if let Step::Stop(_) = step {
-                break 'batches;
+            let load_reference = |monitor: &Monitor| {
+                LiveModel::load(
+                    &side.model,
+                    &side.tokenizer,
+                    header1.clone(),
+                    opts.backend,
+                    residency(plan1.strategy),
+                    monitor.cancel_flag(),
+                )
+            };
+            let together =
+                plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
+            if plan1.strategy == Strategy::Resident
+                && plan2.strategy == Strategy::Resident
+                && together <= plan2.budget_bytes
+            {
+                report.memory_plan(
+                    Some(&plan1),
+                    &plan2,
+                    "side by side: both models resident within the budget",
+                );
+                progress(Progress::Stage("loading both models (side by side)"));
+                let mut m1 = load_reference(monitor)?;
+                let mut m2 = load_candidate(monitor)?;
+                monitor.note("both models loaded");
+                progress(Progress::Stage("scoring"));
+                run_queries(
+                    opts,
+                    &challenges,
+                    &mut m1,
+                    &mut m2,
+                    &mut test,
+                    report,
+                    monitor,
+                    progress,
+                )?;
+            } else {
+                report.memory_plan(
+                    Some(&plan1),
+                    &plan2,
+                    "sequential: model 1 fingerprinted on the query cap and released, then model 2",
+                );
+                progress(Progress::Stage("fingerprinting model 1"));
+                let mut fp = {
+                    let m1 = load_reference(monitor)?;
+                    monitor.note("model 1 loaded");
+                    m1.fingerprint_all(&challenges, |done, total| {
+                        progress(Progress::Fingerprinted { done, total })
+                    })?
+                };
+                report.timing("fingerprint_model1_s", timer.elapsed().as_secs_f64());
+                drop(side);
+                monitor.note("model 1 released");
+                check_monitor(monitor)?;
+                progress(Progress::Stage("scoring model 2"));
+                let mut m2 = load_candidate(monitor)?;
+                monitor.note("model 2 loaded");
+                run_queries(
+                    opts,
+                    &challenges,
+                    &mut fp,
+                    &mut m2,
+                    &mut test,
+                    report,
+                    monitor,
+                    progress,
+                )?;
             }
         }
     }
-    report.timing("score_model2_s", t.elapsed().as_secs_f64());
-    drop(engine);
+    report.timing("queries_s", timer.elapsed().as_secs_f64());
+    monitor.note("models released");
     report.decide(test.outcome());
-    report.finish(started, memory_before);
-    Ok(report)
+    Ok(())
+}
+
+/// Feeds the decision one query at a time, a batch of challenges per forward pass, until it
+/// stops or the cap is reached.
+#[allow(clippy::too_many_arguments)]
+fn run_queries(
+    opts: &VerifyOptions,
+    challenges: &[Challenge],
+    reference: &mut dyn ReferenceStage,
+    candidate: &mut dyn CandidateStage,
+    test: &mut dyn DecisionStage,
+    report: &mut Report,
+    monitor: &Monitor,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), VerifyError> {
+    for batch in challenges.chunks(opts.batch_size.max(1)) {
+        check_monitor(monitor)?;
+        let records = reference.records(batch)?;
+        for (record, score) in records.iter().zip(candidate.score(&records)?) {
+            let step = test.push(score.score)?;
+            let outcome = test.outcome();
+            progress(Progress::Scored {
+                query: outcome.n,
+                score: score.score,
+                cap: opts.mode.n_max,
+            });
+            report.trace(record, &score, &outcome);
+            if let Step::Stop(_) = step {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_reference(fp: &Fingerprint, commitment: &Commitment) -> Result<(), VerifyError> {
+    if fp.header.commitment == commitment.digest {
+        return Ok(());
+    }
+    Err(ScoringError::FingerprintMismatch(format!(
+        "it was made for challenge commitment {} (run id `{}`, key id {}), this run's is {}; \
+         pass the same --run-id, --key-file and --mode",
+        fp.header.commitment, fp.header.run_id, fp.header.key_id, commitment.digest
+    ))
+    .into())
 }
 
 /// The header of a fingerprint of `side` on the challenge set `commitment` describes.
 fn header_for(
     side: &Side,
     run_id: &str,
-    commitment: &pot_challenge_kdf::Commitment,
+    commitment: &Commitment,
     merkle_root: Option<String>,
 ) -> FingerprintHeader {
     FingerprintHeader {
@@ -215,30 +445,53 @@ fn header_for(
 }
 
 /// Fingerprints one model on the challenges a verify run with the same key, run id and mode
-/// would use, so it can serve later as `--reference`.
+/// would use, so it can serve later as `--reference`. Planned and monitored like `verify`.
 pub fn fingerprint_model(
     model: &Path,
     key: &MasterKey,
     run_id: &str,
     mode: &Mode,
     backend: Backend,
+    resources: &ResourceOptions,
     progress: impl FnMut(usize, usize),
-) -> Result<Fingerprint, VerifyError> {
+) -> Result<(Fingerprint, Plan), VerifyError> {
     let side = open(model)?;
-    let spec = ChallengeSpec::new(run_id.to_string(), mode.n_max);
-    let commitment = commit(key, &spec);
-    let root = Some(TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root());
-    let header = header_for(&side, run_id, &commitment, root);
-    let engine = Engine::load(&side.model, backend.device()?)?;
-    let challenges = generate(key, &spec);
-    Ok(fingerprint(
-        &engine,
+    let stage = KdfChallenges {
+        key,
+        spec: ChallengeSpec::new(run_id.to_string(), mode.n_max),
+    };
+    let commitment = stage.commitment();
+    let challenges = stage.challenges();
+    let work = workload(
         &side.tokenizer,
         &challenges,
+        FingerprintOptions::default().batch_size,
+    );
+    let plan = plan(
+        &side.model.description(),
+        &resources.limits,
+        &work,
+        SystemMemory::read(),
+    )?;
+    let monitor = start_monitor(resources)?;
+    let root = Some(TensorTree::of_model(&side.model, TensorEncoding::Stored)?.root());
+    let header = header_for(&side, run_id, &commitment, root);
+    let live = LiveModel::load(
+        &side.model,
+        &side.tokenizer,
         header,
-        &FingerprintOptions::default(),
-        progress,
-    )?)
+        backend,
+        residency(plan.strategy),
+        monitor.cancel_flag(),
+    )?;
+    let result = live.fingerprint_all(&challenges, progress);
+    let abort = monitor.abort_reason();
+    drop(monitor);
+    match (result, abort) {
+        (_, Some(reason)) => Err(VerifyError::MemoryLimit(reason)),
+        (Ok(fp), None) => Ok((fp, plan)),
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 /// The decision rule of docs/ARCHITECTURE.md, in one place: incompatible tokenizers mean

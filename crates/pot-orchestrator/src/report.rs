@@ -11,7 +11,8 @@ use crate::WeightEvidence;
 use pot_stats::{Outcome, Verdict};
 use serde_json::{Value, json};
 
-use crate::memory::MemorySnapshot;
+use pot_memory_governor::{MonitorReport, Plan, ProcessMemory};
+
 use crate::{VerifyOptions, final_decision};
 
 pub const REPORT_VERSION: &str = "pot-report/v1";
@@ -22,6 +23,7 @@ pub struct Report {
     tokenizers_compatible: bool,
     identical_weights: bool,
     statistical: Option<Outcome>,
+    aborted: bool,
 }
 
 impl Report {
@@ -51,7 +53,15 @@ impl Report {
             "provenance": { "encoding": "stored", "model1_root": null, "model2_root": null, "identical_weights": null, "transcript_root": null },
             "trace": [],
             "timings_s": {},
-            "memory": { "events": [] },
+            "memory": {
+                "limits": opts.resources.limits,
+                "thresholds": opts.resources.thresholds,
+                "plan": null,
+                "events": [],
+                "samples": 0,
+                "peak_rss_bytes": null,
+                "abort": null,
+            },
             "peak_memory_gb": null,
         });
         Self {
@@ -59,6 +69,7 @@ impl Report {
             tokenizers_compatible: true,
             identical_weights: false,
             statistical: None,
+            aborted: false,
         }
     }
 
@@ -203,26 +214,41 @@ impl Report {
         self.value["timings_s"][name] = seconds.into();
     }
 
-    pub(crate) fn memory_event(&mut self, what: &str, m: MemorySnapshot) {
-        let events = self.value["memory"]["events"]
-            .as_array_mut()
-            .expect("events array");
-        events.push(
-            json!({ "event": what, "rss_bytes": m.rss_bytes, "peak_rss_bytes": m.peak_rss_bytes }),
-        );
+    /// The memory plan of each model and how they were run (side by side or sequentially).
+    pub(crate) fn memory_plan(&mut self, model1: Option<&Plan>, model2: &Plan, execution: &str) {
+        self.value["memory"]["plan"] = json!({
+            "execution": execution,
+            "model1": model1,
+            "model2": model2,
+        });
     }
 
-    pub(crate) fn finish(&mut self, started: Instant, before: MemorySnapshot) {
-        let verdict = final_decision(
-            self.tokenizers_compatible,
-            self.identical_weights,
-            self.statistical.as_ref().and_then(|o| o.verdict),
-        );
+    /// The monitor cancelled the work: no verdict, `success: false`, and what to do next.
+    pub(crate) fn memory_abort(&mut self, reason: &str, advice: &str) {
+        self.aborted = true;
+        self.statistical = None;
+        self.value["error"] = format!("memory limit exceeded: {reason}").into();
+        self.value["advice"] = advice.into();
+        self.value["reason"] =
+            "the run was stopped by pot's memory monitor before a verdict; see error and advice"
+                .into();
+    }
+
+    pub(crate) fn finish(&mut self, started: Instant, memory: &MonitorReport) {
+        let verdict = if self.aborted {
+            Verdict::Undecided
+        } else {
+            final_decision(
+                self.tokenizers_compatible,
+                self.identical_weights,
+                self.statistical.as_ref().and_then(|o| o.verdict),
+            )
+        };
         self.value["final_decision"] = json!(verdict);
         let trace = self.value["trace"].as_array().cloned().unwrap_or_default();
         self.value["provenance"]["transcript_root"] =
             pot_provenance::transcript::root(&trace).into();
-        if self.identical_weights && self.tokenizers_compatible {
+        if self.identical_weights && self.tokenizers_compatible && !self.aborted {
             self.value["reason"] = "identical tensor Merkle roots: the weights are byte-identical \
                                     (the sequential test is reported beside)"
                 .into();
@@ -238,12 +264,19 @@ impl Report {
                 None => Value::Null,
             };
         }
-        self.memory_event("start", before);
-        let now = MemorySnapshot::now();
-        self.memory_event("end", now);
-        self.value["peak_memory_gb"] = now.peak_rss_bytes.map(|b| b as f64 / 1e9).into();
+        let m = &mut self.value["memory"];
+        m["events"] = json!(memory.events);
+        m["samples"] = json!(memory.samples);
+        m["peak_rss_bytes"] = json!(memory.peak_rss_bytes);
+        m["abort"] = json!(memory.abort);
+        self.value["peak_memory_gb"] = memory.peak_rss_bytes.map(|b| b as f64 / 1e9).into();
         self.timing("total", started.elapsed().as_secs_f64());
-        self.value["success"] = true.into();
+        self.value["success"] = (!self.aborted).into();
+    }
+
+    /// True when the memory monitor stopped the run.
+    pub fn memory_aborted(&self) -> bool {
+        self.aborted
     }
 
     pub fn final_decision(&self) -> Verdict {
@@ -266,7 +299,7 @@ impl Report {
             "final_decision": "UNDECIDED",
             "enhanced_diff": null,
             "security": null,
-            "peak_memory_gb": crate::memory::peak_memory_gb(),
+            "peak_memory_gb": ProcessMemory::own().map(|m| m.peak_rss_bytes as f64 / 1e9),
         })
     }
 }

@@ -376,7 +376,9 @@ impl<'m> Engine<'m> {
             source.release(head_name(c));
         }
         for seq in &mut out {
-            seq.values.par_chunks_mut(vocab).for_each(log_softmax_in_place);
+            seq.values
+                .par_chunks_mut(vocab)
+                .for_each(log_softmax_in_place);
         }
         Ok(out)
     }

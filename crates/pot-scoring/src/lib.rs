@@ -14,9 +14,9 @@ pub mod weights;
 
 pub use engine::{Backend, Engine, SequenceLogProbs};
 pub use error::ScoringError;
-pub use weights::{Int8Store, Residency};
 pub use fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, PositionRecord};
 pub use score::{ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, full_tvd};
 pub use scorer::{
     FingerprintOptions, check_same_vocabulary, config_sha256, fingerprint, score_candidate,
 };
+pub use weights::{Int8Store, Residency};

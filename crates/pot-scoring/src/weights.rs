@@ -166,9 +166,11 @@ impl Source<'_> {
     pub fn vector(&self, name: &str) -> Result<Vec<f32>, ScoringError> {
         match self {
             Source::Model(model) => Ok(model.load_f32(name)?),
-            Source::Int8(store) => store.vectors.get(name).cloned().ok_or_else(|| {
-                ScoringError::Backend(format!("int8 store lacks vector {name}"))
-            }),
+            Source::Int8(store) => store
+                .vectors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ScoringError::Backend(format!("int8 store lacks vector {name}"))),
         }
     }
 }

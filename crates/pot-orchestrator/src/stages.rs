@@ -1,0 +1,189 @@
+//! The typed stages of the pipeline and their adapters over the stage crates. The stage crates
+//! know nothing of each other; only these adapters join them, and data flows one way:
+//! [`ChallengeStage`] -> [`ReferenceStage`] -> [`CandidateStage`] -> [`DecisionStage`], with
+//! [`EvidenceStage`] beside them (read from the weights, no forward pass).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey, commit, generate};
+use pot_formats::{Model, Tokenizer};
+use pot_provenance::{TensorEncoding, TensorTree};
+use pot_scoring::{
+    Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintHeader,
+    FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
+};
+use pot_security::{ConfigHashes, FuzzyHash};
+use pot_stats::{Method, Mode, Outcome, SequentialTest, StatsError, Step};
+
+/// Challenges of a run and the commitment that pins them.
+pub trait ChallengeStage {
+    fn commitment(&self) -> Commitment;
+    fn challenges(&self) -> Vec<Challenge>;
+}
+
+/// The reference side: fingerprint records of challenges (from a live model or a saved file).
+pub trait ReferenceStage {
+    fn header(&self) -> &FingerprintHeader;
+    /// Records of these challenges, in the same order.
+    fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError>;
+}
+
+/// The candidate side: bounded scores of a batch of reference records.
+pub trait CandidateStage {
+    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, ScoringError>;
+}
+
+/// The anytime-valid decision, fed one score at a time.
+pub trait DecisionStage {
+    fn push(&mut self, score: f64) -> Result<Step, StatsError>;
+    fn outcome(&self) -> Outcome;
+}
+
+/// Weight-level evidence of one model.
+pub trait EvidenceStage {
+    fn evidence(&self, model: &Model) -> Result<WeightEvidence, pot_formats::FormatError>;
+}
+
+/// The KDF's challenges for a key, run id and query cap.
+pub struct KdfChallenges<'k> {
+    pub key: &'k MasterKey,
+    pub spec: ChallengeSpec,
+}
+
+impl ChallengeStage for KdfChallenges<'_> {
+    fn commitment(&self) -> Commitment {
+        commit(self.key, &self.spec)
+    }
+
+    fn challenges(&self) -> Vec<Challenge> {
+        generate(self.key, &self.spec)
+    }
+}
+
+/// A model loaded on a burn device: a reference (fingerprints challenges on demand) or a
+/// candidate (scores records).
+pub struct LiveModel<'m> {
+    engine: Engine<'m>,
+    tokenizer: &'m Tokenizer,
+    header: FingerprintHeader,
+    options: FingerprintOptions,
+}
+
+impl<'m> LiveModel<'m> {
+    pub fn load(
+        model: &'m Model,
+        tokenizer: &'m Tokenizer,
+        header: FingerprintHeader,
+        backend: Backend,
+        residency: Residency,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self, ScoringError> {
+        let mut engine = Engine::with_residency(model, backend.device()?, residency)?;
+        engine.set_cancel(cancel);
+        let options = FingerprintOptions::default();
+        let mut header = header;
+        header.top_k = options.top_k;
+        header.prefix = options.prefix;
+        Ok(Self {
+            engine,
+            tokenizer,
+            header,
+            options,
+        })
+    }
+
+    /// Fingerprints every challenge (the sequential plan: model 1 is then released).
+    pub fn fingerprint_all(
+        &self,
+        challenges: &[Challenge],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Fingerprint, ScoringError> {
+        fingerprint(
+            &self.engine,
+            self.tokenizer,
+            challenges,
+            self.header.clone(),
+            &self.options,
+            progress,
+        )
+    }
+}
+
+impl ReferenceStage for LiveModel<'_> {
+    fn header(&self) -> &FingerprintHeader {
+        &self.header
+    }
+
+    fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError> {
+        Ok(self.fingerprint_all(challenges, |_, _| {})?.records)
+    }
+}
+
+impl CandidateStage for LiveModel<'_> {
+    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, ScoringError> {
+        score_candidate(&self.engine, records)
+    }
+}
+
+/// A fingerprint in memory (loaded from a file, or made by a model since released).
+impl ReferenceStage for Fingerprint {
+    fn header(&self) -> &FingerprintHeader {
+        &self.header
+    }
+
+    fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError> {
+        challenges
+            .iter()
+            .map(|c| {
+                self.records
+                    .iter()
+                    .find(|r| r.index == c.index)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ScoringError::FingerprintMismatch(format!(
+                            "it has no record of challenge {} ({})",
+                            c.index, c.id
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// pot-stats' sequential test.
+impl DecisionStage for SequentialTest {
+    fn push(&mut self, score: f64) -> Result<Step, StatsError> {
+        SequentialTest::push(self, score)
+    }
+
+    fn outcome(&self) -> Outcome {
+        SequentialTest::outcome(self)
+    }
+}
+
+pub fn sequential_test(mode: &Mode, method: Method) -> Result<SequentialTest, StatsError> {
+    // Scores are total variation distances: in [0, 1].
+    SequentialTest::new(mode.clone(), method, 1.0)
+}
+
+/// Weight-level evidence of one model: config hashes, TLSH, tensor Merkle root. Read from the
+/// memory map (no forward pass).
+pub struct WeightEvidence {
+    pub config: ConfigHashes,
+    pub fuzzy: FuzzyHash,
+    pub merkle_root: String,
+}
+
+/// pot-security's hashes and pot-provenance's tensor tree.
+pub struct SecurityAndProvenance;
+
+impl EvidenceStage for SecurityAndProvenance {
+    fn evidence(&self, model: &Model) -> Result<WeightEvidence, pot_formats::FormatError> {
+        Ok(WeightEvidence {
+            config: ConfigHashes::of_model(model),
+            fuzzy: FuzzyHash::of_model(model),
+            merkle_root: TensorTree::of_model(model, TensorEncoding::Stored)?.root(),
+        })
+    }
+}
