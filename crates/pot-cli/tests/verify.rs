@@ -2,163 +2,13 @@
 
 mod common;
 
-use common::pot;
+use common::{pot, pot_env};
 
 use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
+use pot_orchestrator::schema::validate_report;
 
 fn report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The predecessor's report keys are all present.
-fn assert_report_keys(r: &serde_json::Value) {
-    for key in [
-        "model1",
-        "model2",
-        "final_decision",
-        "enhanced_diff",
-        "security",
-        "peak_memory_gb",
-        "success",
-    ] {
-        assert!(r.get(key).is_some(), "report lacks `{key}`");
-    }
-    let sec = &r["security"];
-    assert!(sec["config_hash"].get("match").is_some());
-    assert!(
-        sec["fuzzy_hash"].get("similarity").is_some() && sec["fuzzy_hash"].get("match").is_some()
-    );
-}
-
-/// SmolLM2 against its own saved fingerprint: SAME, in the quick mode's clear-case query count.
-#[test]
-fn model_against_its_own_fingerprint_is_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k.hex").display().to_string();
-    let fp = dir.path().join("smol.potfp").display().to_string();
-    let smol = model_path(SMOLLM2_135M).display().to_string();
-    let out = pot(&[
-        "fingerprint",
-        &smol,
-        "--key-file",
-        &key,
-        "--create-key",
-        "--mode",
-        "quick",
-        "-o",
-        &fp,
-        "-q",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let json = dir.path().join("report.json");
-    let out = pot(&[
-        "verify",
-        "--reference",
-        &fp,
-        "--model2",
-        &smol,
-        "--key-file",
-        &key,
-        "--mode",
-        "quick",
-        "-q",
-        "-o",
-        &json.display().to_string(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&json);
-    assert_report_keys(&r);
-    assert_eq!(r["final_decision"], "SAME");
-    assert_eq!(r["success"], true);
-    assert_eq!(r["enhanced_diff"]["n_effective"], 8);
-    assert_eq!(r["security"]["tokenizer"]["verdict"], "identical");
-    assert!(r["peak_memory_gb"].as_f64().unwrap() > 0.0);
-    assert_eq!(r["provenance"]["identical_weights"], true);
-    assert_eq!(
-        r["security"]["config_hash"]["hashes"][0],
-        serde_json::Value::Null
-    );
-
-    // The transcript root checks out, and tampering with one recorded score breaks it.
-    let j = json.display().to_string();
-    let ok = pot(&["provenance", "verify", &j]);
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
-    let mut tampered = r.clone();
-    tampered["trace"][3]["score"] = serde_json::json!(0.5);
-    let t = dir.path().join("tampered.json");
-    std::fs::write(&t, serde_json::to_string(&tampered).unwrap()).unwrap();
-    assert_eq!(
-        pot(&["provenance", "verify", &t.display().to_string()])
-            .status
-            .code(),
-        Some(1)
-    );
-
-    // The same fingerprint under another run id is refused with advice, not misused.
-    let out = pot(&[
-        "verify",
-        "--reference",
-        &fp,
-        "--model2",
-        &smol,
-        "--key-file",
-        &key,
-        "--mode",
-        "quick",
-        "--run-id",
-        "other",
-        "-q",
-    ]);
-    assert_eq!(out.status.code(), Some(6));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--run-id"));
-}
-
-/// Different tokenizers: DIFFERENT for that stated reason, without scoring and without crashing.
-#[test]
-fn different_tokenizers_are_different_without_scoring() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let out = pot(&[
-        "verify",
-        "--model1",
-        &model_path(SMOLLM2_135M).display().to_string(),
-        "--model2",
-        &model_path(QWEN_CODER_05B).display().to_string(),
-        "--mode",
-        "quick",
-        "-q",
-        "-o",
-        &json.display().to_string(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&json);
-    assert_report_keys(&r);
-    assert_eq!(r["final_decision"], "DIFFERENT");
-    assert_eq!(r["security"]["tokenizer"]["verdict"], "incompatible");
-    assert_eq!(r["security"]["config_hash"]["match"], false);
-    assert_eq!(r["security"]["fuzzy_hash"]["match"], false);
-    assert!(r["reason"].as_str().unwrap().contains("tokenizers differ"));
-    assert_eq!(r["trace"].as_array().unwrap().len(), 0);
 }
 
 #[test]
@@ -233,4 +83,140 @@ fn merkle_cli_root_proof_verify_and_diff() {
         pot(&["merkle", "diff", &smol, &smol]).status.code(),
         Some(0)
     );
+}
+
+/// A model that does not fit is refused before loading, with the numbers and the flag to use.
+#[test]
+fn a_model_over_budget_is_refused_before_loading() {
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let base = ["verify", "--model1", &smol, "--model2", &smol, "-q"];
+    let out = pot(&[&base[..], &["--max-memory", "0.9"]].concat());
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not fit") && err.contains("add --enable-offload"),
+        "{err}"
+    );
+    // Below one layer plus activations even streaming cannot help: raise the budget.
+    let out = pot(&[&base[..], &["--max-memory", "0.3", "--enable-offload"]].concat());
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("raise --max-memory"), "{err}");
+}
+
+/// A budget crossed at run time (forced below the RSS of a loaded model) stops the work
+/// cleanly: exit 5, a complete report with success false and advice, no stray files.
+#[test]
+fn a_budget_crossed_mid_run_aborts_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol,
+            "--model2",
+            &smol,
+            "--mode",
+            "quick",
+            "-q",
+            "-o",
+            &json.display().to_string(),
+        ],
+        &[(pot_orchestrator::MONITOR_BUDGET_ENV, "150000000")],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("memory limit exceeded") && err.contains("--enable-8bit"),
+        "{err}"
+    );
+    let r = report(&json);
+    assert_eq!(validate_report(&r), Vec::<String>::new());
+    assert_eq!(r["success"], false);
+    assert_eq!(r["final_decision"], "UNDECIDED");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("memory limit exceeded")
+    );
+    assert!(r["advice"].as_str().unwrap().contains("--enable-offload"));
+    assert!(
+        r["memory"]["abort"]
+            .as_str()
+            .unwrap()
+            .contains("over the budget")
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "only the report: {files:?}");
+}
+
+/// `pot monitor` refuses to guard a process that is not pot, and at the kill threshold stops
+/// only the pot process it guards, which writes its own report on SIGTERM.
+#[test]
+fn monitor_guards_only_pot_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id().to_string();
+    let out = pot(&["monitor", "--pid", &me, "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a pot process"));
+
+    // The guarded process: a pot monitor that only watches, killed via the second one.
+    let guarded_report = dir.path().join("guarded.json");
+    let mut guarded = std::process::Command::new(env!("CARGO_BIN_EXE_pot"))
+        .args([
+            "monitor",
+            "--interval",
+            "0.05",
+            "--duration",
+            "60",
+            "--report",
+        ])
+        .arg(&guarded_report)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let guard_report = dir.path().join("guard.json");
+    let pid = guarded.id().to_string();
+    // Kill threshold 0.1 %: always reached, so the guard acts at once.
+    let out = pot(&[
+        "monitor",
+        "--pid",
+        &pid,
+        "--warning",
+        "0.1",
+        "--critical",
+        "0.1",
+        "--kill",
+        "0.1",
+        "--interval",
+        "0.05",
+        "--report",
+        &guard_report.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = guarded.wait().unwrap();
+    assert!(
+        status.success(),
+        "the guarded monitor exits cleanly on SIGTERM"
+    );
+    let guard = report(&guard_report);
+    assert!(guard["end"].as_str().unwrap().contains("kill threshold"));
+    assert!(
+        guard["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["level"] == "kill")
+    );
+    let guarded = report(&guarded_report);
+    assert!(guarded["end"].as_str().unwrap().contains("signal received"));
 }

@@ -11,6 +11,7 @@
 //! work, and the report says "memory limit exceeded" with `success: false`.
 
 mod report;
+pub mod schema;
 pub mod stages;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,274 @@
+//! End-to-end `pot verify` runs on the real fixture models, one per evidence case of the
+//! verification issue. Each report is validated against the JSON Schema of docs/REPORT.md and
+//! snapshotted with machine-dependent values (paths, timings, memory readings, budget) redacted
+//! and floats rounded; `cargo xtask golden` runs them, `--accept` updates them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use common::pot;
+use pot_formats::fixtures::{QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M, model_path};
+use pot_orchestrator::schema::validate_report;
+use serde_json::Value;
+
+/// One model run at a time: the tests share two cores and the Qwen pair needs ~10 GB.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// A fixed key, so commitments and challenge ids are stable across runs.
+fn key_file(dir: &Path) -> String {
+    let path = dir.join("key.hex");
+    std::fs::write(&path, "5a".repeat(32)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path.display().to_string()
+}
+
+fn path_of(name: &str) -> String {
+    model_path(name).display().to_string()
+}
+
+/// Runs `pot verify` with `args` plus a fixed key and report file; returns exit code and report.
+fn verify(dir: &Path, args: &[&str]) -> (Option<i32>, Value) {
+    let report = dir.join("report.json");
+    let key = key_file(dir);
+    let mut all = vec!["verify", "--key-file", &key, "-q"];
+    let report_arg = report.display().to_string();
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", &report_arg]);
+    let out = pot(&all);
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let errors = validate_report(&value);
+    assert!(errors.is_empty(), "report violates the schema: {errors:#?}");
+    (out.status.code(), value)
+}
+
+fn snapshot(name: &str, report: &Value) {
+    insta::assert_json_snapshot!(name, report, {
+        ".model1" => "[path]",
+        ".model2" => "[path]",
+        ".timings_s" => "[timings]",
+        ".peak_memory_gb" => "[measured]",
+        ".security.fuzzy_hash.seconds" => "[seconds]",
+        ".memory.events[].at_s" => "[s]",
+        ".memory.events[].rss_bytes" => "[measured]",
+        ".memory.events[].system_used_percent" => "[measured]",
+        ".memory.samples" => "[count]",
+        ".memory.peak_rss_bytes" => "[measured]",
+        ".memory.plan.*.budget_bytes" => "[machine]",
+        ".memory.plan.*.available_bytes" => "[machine]",
+        ".trace[].score" => insta::rounded_redaction(4),
+        ".trace[].ci_lower" => insta::rounded_redaction(4),
+        ".trace[].ci_upper" => insta::rounded_redaction(4),
+        ".trace[].candidate.cross_entropy_diff" => insta::rounded_redaction(4),
+        ".trace[].candidate.top1_agreement" => insta::rounded_redaction(4),
+        ".enhanced_diff.effect_size" => insta::rounded_redaction(4),
+        ".enhanced_diff.mean_clipped" => insta::rounded_redaction(4),
+        ".enhanced_diff.ci_lower" => insta::rounded_redaction(4),
+        ".enhanced_diff.ci_upper" => insta::rounded_redaction(4),
+        ".provenance.transcript_root" => "[depends on rounded scores]",
+    });
+}
+
+fn decision(r: &Value) -> (&str, &Value) {
+    (
+        r["final_decision"].as_str().unwrap(),
+        &r["enhanced_diff"]["n_effective"],
+    )
+}
+
+#[test]
+fn golden_report_smollm2_against_itself_in_every_mode() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let smol = path_of(SMOLLM2_135M);
+    for mode in ["quick", "audit", "extended"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, r) = verify(
+            dir.path(),
+            &["--model1", &smol, "--model2", &smol, "--mode", mode],
+        );
+        assert_eq!(code, Some(0), "{mode}");
+        assert_eq!(r["final_decision"], "SAME", "{mode}");
+        assert_eq!(
+            r["enhanced_diff"]["decision"], "SAME",
+            "{mode}: statistical verdict"
+        );
+        assert_eq!(r["success"], true);
+        assert!(
+            r["memory"]["plan"]["execution"]
+                .as_str()
+                .unwrap()
+                .starts_with("side by side")
+        );
+        snapshot(&format!("smollm2_self_{mode}"), &r);
+    }
+}
+
+#[test]
+fn golden_report_smollm2_gguf_against_its_f32_conversion() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let smol = path_of(SMOLLM2_135M);
+    let f32_dir = dir.path().join("smollm2-f32");
+    let out = pot(&["convert", &smol, "--out", &f32_dir.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, r) = verify(
+        dir.path(),
+        &[
+            "--model1",
+            &smol,
+            "--model2",
+            &f32_dir.display().to_string(),
+            "--mode",
+            "quick",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    // Not byte-identical (Q4_1 blocks vs f32), so the verdict is the statistical one.
+    assert_eq!(r["provenance"]["identical_weights"], false);
+    assert_eq!(decision(&r), ("SAME", &Value::from(8)));
+    snapshot("smollm2_gguf_vs_f32", &r);
+}
+
+#[test]
+fn golden_report_qwen_05b_against_15b_is_different() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r) = verify(
+        dir.path(),
+        &[
+            "--model1",
+            &path_of(QWEN_CODER_05B),
+            "--model2",
+            &path_of(QWEN_CODER_15B),
+            "--mode",
+            "quick",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(r["security"]["tokenizer"]["verdict"], "identical");
+    assert_eq!(decision(&r), ("DIFFERENT", &Value::from(8)));
+    snapshot("qwen_05b_vs_15b", &r);
+}
+
+#[test]
+fn golden_report_different_tokenizers() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r) = verify(
+        dir.path(),
+        &[
+            "--model1",
+            &path_of(SMOLLM2_135M),
+            "--model2",
+            &path_of(QWEN_CODER_05B),
+            "--mode",
+            "quick",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(r["final_decision"], "DIFFERENT");
+    assert!(r["reason"].as_str().unwrap().contains("tokenizers differ"));
+    assert_eq!(r["trace"].as_array().unwrap().len(), 0);
+    snapshot("smollm2_vs_qwen_tokenizers", &r);
+}
+
+/// A saved fingerprint: its own model is SAME, another model is DIFFERENT; the transcript root
+/// checks out and catches a tampered score; another run id is refused with advice.
+#[test]
+fn golden_report_against_saved_fingerprints() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path());
+    let fp: PathBuf = dir.path().join("smol.potfp");
+    let fp_arg = fp.display().to_string();
+    let smol = path_of(SMOLLM2_135M);
+    let out = pot(&[
+        "fingerprint",
+        &smol,
+        "--key-file",
+        &key,
+        "--mode",
+        "quick",
+        "-o",
+        &fp_arg,
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (code, r) = verify(
+        dir.path(),
+        &["--reference", &fp_arg, "--model2", &smol, "--mode", "quick"],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(decision(&r), ("SAME", &Value::from(8)));
+    assert_eq!(r["provenance"]["identical_weights"], true);
+    snapshot("smollm2_vs_own_fingerprint", &r);
+
+    // The transcript root checks out, and tampering with one recorded score breaks it.
+    let report = dir.path().join("report.json");
+    let ok = pot(&["provenance", "verify", &report.display().to_string()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let mut tampered = r.clone();
+    tampered["trace"][3]["score"] = serde_json::json!(0.5);
+    let t = dir.path().join("tampered.json");
+    std::fs::write(&t, serde_json::to_string(&tampered).unwrap()).unwrap();
+    let bad = pot(&["provenance", "verify", &t.display().to_string()]);
+    assert_eq!(bad.status.code(), Some(1));
+
+    let (code, r) = verify(
+        dir.path(),
+        &[
+            "--reference",
+            &fp_arg,
+            "--model2",
+            &path_of(QWEN_CODER_05B),
+            "--mode",
+            "quick",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(r["final_decision"], "DIFFERENT");
+    snapshot("qwen_05b_vs_smollm2_fingerprint", &r);
+
+    // The same fingerprint under another run id is refused with advice, not misused.
+    let out = pot(&[
+        "verify",
+        "--reference",
+        &fp_arg,
+        "--model2",
+        &smol,
+        "--key-file",
+        &key,
+        "--mode",
+        "quick",
+        "--run-id",
+        "other",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--run-id"));
+}
