@@ -1,5 +1,6 @@
 //! Repository chores: `cargo xtask fixtures | golden | bench`. Run `cargo xtask help`.
 
+mod bench;
 mod fixtures;
 mod simulate;
 
@@ -18,6 +19,10 @@ cargo xtask <task>
   simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
   golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
   golden --accept        run them and overwrite changed snapshots (review with `git diff`)
+  bench scoring [--runs N] [--threads N] [--no-write]
+                         tokens/s of pot's scorer vs llama.cpp on the same F32 weights and
+                         tokens; writes the table into docs/BENCHMARKS.md (needs python3 with
+                         gguf==0.19.0 and llama-cpp-python==0.3.36)
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +45,7 @@ fn run() -> Result<()> {
         "fixtures" => fixtures::run(rest),
         "golden" => golden(rest),
         "simulate" => simulate::run(rest),
+        "bench" => bench::run(rest),
         "demo" => demo(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");

@@ -1,22 +1,30 @@
-//! Times the teacher-forced forward pass and the fingerprint summary on a fixture model:
-//! `cargo run -p pot-scoring --example forward_timing -- MODEL.gguf [BATCH] [BATCHES]`.
+//! Times the teacher-forced forward pass and the fingerprint summary on a model:
+//! `cargo run -p pot-scoring --example forward_timing -- MODEL [BATCH] [BATCHES] [resident|streamed|int8]`.
+//! Peak memory: run the built example under `/usr/bin/time -v`.
 
 use std::time::Instant;
 
 use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
 use pot_formats::Model;
 use pot_scoring::score::summarise_position;
-use pot_scoring::{Backend, DEFAULT_TOP_K, Engine};
+use pot_scoring::{Backend, DEFAULT_TOP_K, Engine, Residency};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = Model::open(&args[0]).expect("model");
     let batch: usize = args.get(1).map_or(8, |s| s.parse().expect("batch"));
     let batches: usize = args.get(2).map_or(2, |s| s.parse().expect("batches"));
+    let residency = match args.get(3).map_or("resident", String::as_str) {
+        "resident" => Residency::Resident,
+        "streamed" => Residency::Streamed { layers_at_once: 1 },
+        "int8" => Residency::Int8,
+        other => panic!("unknown residency {other}: resident, streamed or int8"),
+    };
     let tok = model.tokenizer().expect("tokenizer");
     let t = Instant::now();
-    let engine = Engine::load(&model, Backend::Flex.device().expect("device")).expect("load");
-    println!("load {:.2} s", t.elapsed().as_secs_f64());
+    let engine = Engine::with_residency(&model, Backend::Flex.device().expect("device"), residency)
+        .expect("load");
+    println!("{residency:?}: load {:.2} s", t.elapsed().as_secs_f64());
     let key = MasterKey::from_bytes([7; 32]);
     let challenges = generate(
         &key,

@@ -1,0 +1,49 @@
+//! The scorer's side of `cargo xtask bench scoring`: teacher-forced passes over the token batches
+//! in a JSON file (`{"batches": [[[ids...], ...], ...]}`), `RUNS` times; prints one JSON line
+//! `{"tokens": N, "padded": P, "seconds": [...]}`. Threads: `RAYON_NUM_THREADS`.
+//!
+//! `cargo run -p pot-scoring --example bench_tokens -- MODEL TOKENS.json RUNS [resident|streamed|int8]`
+
+use std::time::Instant;
+
+use pot_formats::Model;
+use pot_scoring::{Backend, Engine, Residency};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, tokens, runs, rest @ ..] = args.as_slice() else {
+        eprintln!("usage: bench_tokens MODEL TOKENS.json RUNS [resident|streamed|int8]");
+        std::process::exit(2);
+    };
+    let residency = match rest.first().map_or("resident", String::as_str) {
+        "streamed" => Residency::Streamed { layers_at_once: 1 },
+        "int8" => Residency::Int8,
+        _ => Residency::Resident,
+    };
+    let model = Model::open(model).expect("model");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tokens).expect("tokens file")).expect("JSON");
+    let batches: Vec<Vec<Vec<u32>>> =
+        serde_json::from_value(json["batches"].clone()).expect("batches of token ids");
+    let runs: usize = runs.parse().expect("runs");
+    let engine = Engine::with_residency(&model, Backend::Flex.device().expect("device"), residency)
+        .expect("load");
+    engine.forward(&batches[0][..1]).expect("warm-up");
+    let tokens: usize = batches.iter().flatten().map(Vec::len).sum();
+    let padded: usize = batches
+        .iter()
+        .map(|b| b.len() * b.iter().map(Vec::len).max().unwrap_or(0))
+        .sum();
+    let mut seconds = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        for batch in &batches {
+            std::hint::black_box(engine.forward(batch).expect("forward"));
+        }
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "tokens": tokens, "padded": padded, "seconds": seconds })
+    );
+}

@@ -1,0 +1,255 @@
+//! `cargo xtask bench scoring`: teacher-forced tokens per second of pot's scorer and of llama.cpp
+//! on the same F32 weights, the same token ids and the same thread count, in one run; the table
+//! goes into docs/BENCHMARKS.md between the `bench-scoring` markers.
+//!
+//! Needs Python 3 with `gguf==0.19.0` (F32 conversion) and `llama-cpp-python==0.3.36`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
+use pot_formats::Model;
+
+const MODELS: [&str; 2] = ["smollm2-135m", "qwen2.5-coder-0.5b"];
+const BATCH: usize = 8;
+const BATCHES: usize = 2;
+/// The machine's measured f32 matmul ceiling (CRATES.md), for the fraction column.
+const CEILING_GFLOPS: f64 = 60.0;
+const BEGIN: &str = "<!-- bench-scoring:begin -->";
+const END: &str = "<!-- bench-scoring:end -->";
+
+struct Options {
+    runs: usize,
+    threads: usize,
+    write: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        runs: 5,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        write: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .context("flag needs a value")?
+                .parse::<usize>()
+                .context("a number")
+        };
+        match a.as_str() {
+            "--runs" => o.runs = value()?,
+            "--threads" => o.threads = value()?,
+            "--no-write" => o.write = false,
+            other => bail!(
+                "unknown bench flag {other}; usage: cargo xtask bench scoring [--runs N] [--threads N] [--no-write]"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    match args.split_first() {
+        Some((what, rest)) if what == "scoring" => scoring(&parse(rest)?),
+        _ => bail!("usage: cargo xtask bench scoring [--runs N] [--threads N] [--no-write]"),
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn work_dir() -> PathBuf {
+    pot_formats::fixtures::cache_dir().join("..").join("bench")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One JSON line from a command's stdout (its last line).
+fn json_of(cmd: &mut Command, what: &str) -> Result<serde_json::Value> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().context("no output")?;
+    serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))
+}
+
+struct Row {
+    model: String,
+    params: u64,
+    tokens: u64,
+    padded: u64,
+    ours: Vec<f64>,
+    llama: Vec<f64>,
+}
+
+fn bench_model(name: &str, o: &Options) -> Result<Row> {
+    let src = crate::fixtures::ensure_named(name)?;
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let script_dir = root().join("fixtures/llamacpp-reference");
+    let f32_path = json_path_line(
+        Command::new("python3")
+            .arg(script_dir.join("f32gguf.py"))
+            .arg(&src)
+            .arg(&dir),
+        "f32gguf.py (pip install gguf==0.19.0 numpy)",
+    )?;
+    let model = Model::open(&f32_path)?;
+    let tokenizer = model.tokenizer()?;
+    let key = MasterKey::from_bytes([0x42; 32]);
+    let challenges = generate(
+        &key,
+        &ChallengeSpec::new("bench-scoring", (BATCH * BATCHES) as u64),
+    );
+    let ids: Vec<Vec<u32>> = challenges
+        .iter()
+        .map(|c| {
+            tokenizer
+                .encode_prompt(&c.prompt)
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<_>>()?;
+    let batches: Vec<&[Vec<u32>]> = ids.chunks(BATCH).collect();
+    let tokens_file = dir.join(format!("{name}-tokens.json"));
+    std::fs::write(
+        &tokens_file,
+        serde_json::json!({ "batches": batches }).to_string(),
+    )?;
+
+    eprintln!("{name}: pot scorer, {} runs, {} threads", o.runs, o.threads);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ours = json_of(
+        Command::new(cargo)
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "pot-scoring",
+                "--example",
+                "bench_tokens",
+                "--",
+            ])
+            .arg(&f32_path)
+            .arg(&tokens_file)
+            .arg(o.runs.to_string())
+            .env("RAYON_NUM_THREADS", o.threads.to_string()),
+        "the bench_tokens example",
+    )?;
+    eprintln!("{name}: llama.cpp, {} runs, {} threads", o.runs, o.threads);
+    let llama = json_of(
+        Command::new("python3")
+            .arg(script_dir.join("bench_llamacpp.py"))
+            .arg(&f32_path)
+            .arg(&tokens_file)
+            .arg(o.threads.to_string())
+            .arg(o.runs.to_string()),
+        "bench_llamacpp.py (pip install llama-cpp-python==0.3.36)",
+    )?;
+    let seconds = |v: &serde_json::Value| -> Vec<f64> {
+        v["seconds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_f64())
+            .collect()
+    };
+    Ok(Row {
+        model: name.to_string(),
+        params: model.description().parameter_count,
+        tokens: ours["tokens"].as_u64().unwrap_or(0),
+        padded: ours["padded"].as_u64().unwrap_or(0),
+        ours: seconds(&ours),
+        llama: seconds(&llama),
+    })
+}
+
+fn json_path_line(cmd: &mut Command, what: &str) -> Result<PathBuf> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+fn scoring(o: &Options) -> Result<()> {
+    let rows = MODELS
+        .iter()
+        .map(|m| bench_model(m, o))
+        .collect::<Result<Vec<_>>>()?;
+    let mut table = format!(
+        "Command: `cargo xtask bench scoring --runs {} --threads {}`; machine: {}; F32 weights \
+         (GGUF dequantised by gguf-py), {} challenges in batches of {BATCH} (pot pads a batch to \
+         its longest sequence; llama.cpp evaluates each sequence alone), logits for every \
+         position, median of {} runs. GFLOP/s = 2 x parameters x real tokens / s; ceiling {CEILING_GFLOPS} GFLOP/s.\n\n\
+         | model | tokens (padded) | pot tok/s | llama.cpp tok/s | pot / llama.cpp | pot GFLOP/s (% of ceiling) | llama.cpp GFLOP/s |\n\
+         |---|---|---|---|---|---|---|\n",
+        o.runs,
+        o.threads,
+        machine(),
+        BATCH * BATCHES,
+        o.runs
+    );
+    for r in &rows {
+        let ours = r.tokens as f64 / median(r.ours.clone());
+        let llama = r.tokens as f64 / median(r.llama.clone());
+        let gflops = |tps: f64| 2.0 * r.params as f64 * tps / 1e9;
+        table += &format!(
+            "| {} | {} ({}) | {:.0} | {:.0} | {:.2}x | {:.1} ({:.0} %) | {:.1} |\n",
+            r.model,
+            r.tokens,
+            r.padded,
+            ours,
+            llama,
+            ours / llama,
+            gflops(ours),
+            100.0 * gflops(ours) / CEILING_GFLOPS,
+            gflops(llama)
+        );
+    }
+    print!("{table}");
+    if o.write {
+        write_between_markers(&root().join("docs/BENCHMARKS.md"), &table)?;
+        eprintln!("wrote the table into docs/BENCHMARKS.md");
+    }
+    Ok(())
+}
+
+fn write_between_markers(path: &Path, table: &str) -> Result<()> {
+    let doc = std::fs::read_to_string(path)?;
+    let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
+        bail!("{} lacks the {BEGIN} / {END} markers", path.display());
+    };
+    let new = format!("{}{BEGIN}\n{table}{}", &doc[..a], &doc[b..]);
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, new)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
