@@ -173,19 +173,22 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
     let s = Sizes::of(d);
     let (activation, logits) = activations(d, w);
     let head_chunk = 2 * 4 * HEAD_CHUNK_ROWS.min(s.vocab) * s.hidden;
+    // Hashing (TLSH, Merkle) maps one whole tensor at a time before any weight is loaded: the
+    // embedding, up to 4 bytes a value.
+    let hashing = 4 * s.embedding;
     match strategy {
         // Every weight as f32, the tied embedding twice (host rows and head chunks); while
         // loading, one matrix as values, transposed copy and mapped pages.
         Strategy::Resident => Estimate::new(
             4 * (s.params + if s.tied { s.embedding } else { 0 }),
-            3 * 4 * s.largest_matrix,
+            (3 * 4 * s.largest_matrix).max(hashing),
             activation,
             logits,
         ),
         // One layer at a time plus its largest matrix's transient copies, or one head chunk.
         Strategy::Streamed { layers_at_once } => Estimate::new(
             4 * s.largest_layer * layers_at_once as u64,
-            (3 * 4 * s.largest_matrix).max(head_chunk),
+            (3 * 4 * s.largest_matrix).max(head_chunk).max(hashing),
             activation,
             logits,
         ),

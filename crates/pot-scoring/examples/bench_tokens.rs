@@ -1,6 +1,8 @@
 //! The scorer's side of `cargo xtask bench scoring`: teacher-forced passes over the token batches
 //! in a JSON file (`{"batches": [[[ids...], ...], ...]}`), `RUNS` times; prints one JSON line
-//! `{"tokens": N, "padded": P, "seconds": [...]}`. Threads: `RAYON_NUM_THREADS`.
+//! `{"tokens": N, "padded": P, "seconds": [...], "target_logprob_sums": [...]}` (per sequence, the
+//! sum of the log-probs of the text's next tokens: compares residencies). Threads:
+//! `RAYON_NUM_THREADS`.
 //!
 //! `cargo run -p pot-scoring --example bench_tokens -- MODEL TOKENS.json RUNS [resident|streamed|int8]`
 
@@ -34,16 +36,29 @@ fn main() {
         .iter()
         .map(|b| b.len() * b.iter().map(Vec::len).max().unwrap_or(0))
         .sum();
-    let mut seconds = Vec::new();
-    for _ in 0..runs {
+    let (mut seconds, mut sums) = (Vec::new(), Vec::new());
+    for run in 0..runs {
         let start = Instant::now();
         for batch in &batches {
-            std::hint::black_box(engine.forward(batch).expect("forward"));
+            let out = engine.forward(batch).expect("forward");
+            if run == 0 {
+                for (ids, lp) in batch.iter().zip(&out) {
+                    let sum: f64 = (0..ids.len() - 1)
+                        .map(|i| f64::from(lp.row(i)[ids[i + 1] as usize]))
+                        .sum();
+                    sums.push(sum);
+                }
+            }
         }
         seconds.push(start.elapsed().as_secs_f64());
     }
     println!(
         "{}",
-        serde_json::json!({ "tokens": tokens, "padded": padded, "seconds": seconds })
+        serde_json::json!({
+            "tokens": tokens,
+            "padded": padded,
+            "seconds": seconds,
+            "target_logprob_sums": sums,
+        })
     );
 }

@@ -355,7 +355,10 @@ impl<'m> Engine<'m> {
             let chunk = match &self.weights {
                 Weights::Resident { head, .. } => head[k].clone(),
                 Weights::Streamed { source, .. } => {
-                    load_head_chunk(source, c, rows.clone(), &self.device)?
+                    let chunk = load_head_chunk(source, c, rows.clone(), &self.device)?;
+                    // Keep the mapped pages of a large head from piling up chunk after chunk.
+                    source.release(head_name(c));
+                    chunk
                 }
             };
             let logits = x
@@ -371,9 +374,6 @@ impl<'m> Engine<'m> {
                     seq.values[i * vocab + rows.start..i * vocab + rows.end].copy_from_slice(from);
                 }
             }
-        }
-        if let Weights::Streamed { source, .. } = &self.weights {
-            source.release(head_name(c));
         }
         for seq in &mut out {
             seq.values
