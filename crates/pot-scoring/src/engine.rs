@@ -5,9 +5,10 @@
 //! The pass reads top to bottom like the papers: embedding, then per block
 //! `x += Wo · attn(RoPE(Wq·rmsnorm(x)), RoPE(Wk·rmsnorm(x)), Wv·rmsnorm(x))` and
 //! `x += Wdown · (silu(Wgate·rmsnorm(x)) ⊙ Wup·rmsnorm(x))`, then rmsnorm, the output head and
-//! log-softmax. Sequences of a batch are right-padded: with the causal mask a real position never
-//! attends to a later (padding) position, so padding needs no mask of its own and its outputs are
-//! dropped. Weights are resident, streamed layer-major from the memory map, or kept as int8 and
+//! log-softmax. The sequences of a batch are packed, not padded: every position-wise operation
+//! (norms, projections, MLP, head) runs once over all real tokens `[N, hidden]`, and only
+//! attention runs per sequence, with its own causal mask. Padding to the longest sequence cost
+//! 28-38 % extra matmul work on the benchmark batches (docs/BENCHMARKS.md). Weights are resident, streamed layer-major from the memory map, or kept as int8 and
 //! dequantised per layer (see `weights`); the output head always runs in row chunks into host
 //! buffers, so no `[positions, vocab]` tensor exists on the device at once.
 
@@ -281,14 +282,27 @@ impl<'m> Engine<'m> {
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<SequenceLogProbs>, ScoringError> {
         let c = &self.config;
         let (d, vocab) = (c.hidden_size, c.vocab_size);
-        let b = batch.len();
-        let t = batch.iter().map(Vec::len).max().unwrap_or(0);
-        if b == 0 || t == 0 {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // Embedding lookup on the host; padding rows are zeros.
-        let mut x = vec![0.0f32; b * t * d];
-        for (s, ids) in batch.iter().enumerate() {
+        if let Some(empty) = batch.iter().position(Vec::is_empty) {
+            return Err(ScoringError::Backend(format!(
+                "sequence {empty} of the batch has no tokens"
+            )));
+        }
+        // Sequence s occupies rows starts[s] .. starts[s] + len of the packed batch.
+        let starts: Vec<usize> = batch
+            .iter()
+            .scan(0, |next, ids| {
+                let start = *next;
+                *next += ids.len();
+                Some(start)
+            })
+            .collect();
+        let n: usize = batch.iter().map(Vec::len).sum();
+        // Embedding lookup on the host.
+        let mut x = vec![0.0f32; n * d];
+        for (ids, &start) in batch.iter().zip(&starts) {
             for (i, &id) in ids.iter().enumerate() {
                 let id = id as usize;
                 if id >= vocab {
@@ -297,7 +311,7 @@ impl<'m> Engine<'m> {
                         vocab,
                     });
                 }
-                let row = &mut x[(s * t + i) * d..(s * t + i + 1) * d];
+                let row = &mut x[(start + i) * d..(start + i + 1) * d];
                 match &self.weights {
                     Weights::Resident { embedding, .. } => {
                         row.copy_from_slice(&embedding[id * d..(id + 1) * d])
@@ -311,14 +325,13 @@ impl<'m> Engine<'m> {
         if let Weights::Streamed { source, .. } = &self.weights {
             source.release(EMBEDDING);
         }
-        let mut x: Tensor<3> = Tensor::from_data(TensorData::new(x, [b, t, d]), &self.device);
-        let rope = Rope::new(c, t, &self.device);
-        let causal = self.causal_bias(t);
+        let mut x: Tensor<2> = Tensor::from_data(TensorData::new(x, [n, d]), &self.device);
+        let packing = Packing::new(c, batch, &starts, &self.device);
         match &self.weights {
             Weights::Resident { blocks, .. } => {
                 for block in blocks {
                     self.check_cancel()?;
-                    x = self.block(block, x, &rope, &causal, b, t);
+                    x = self.block(block, x, &packing);
                 }
             }
             Weights::Streamed {
@@ -333,15 +346,15 @@ impl<'m> Engine<'m> {
                         .map(|&i| load_block(source, c, i, &self.device))
                         .collect::<Result<Vec<_>, _>>()?;
                     for block in &blocks {
-                        x = self.block(block, x, &rope, &causal, b, t);
+                        x = self.block(block, x, &packing);
                     }
                 }
             }
         }
-        let x = rms_norm(x, &self.final_norm, c.rms_norm_eps).reshape([b * t, d]);
+        let x = rms_norm(x, &self.final_norm, c.rms_norm_eps);
 
-        // Logits chunk by chunk into each sequence's own rows (padding rows dropped), then
-        // log-softmax per row on the host.
+        // Logits chunk by chunk into each sequence's own rows, then log-softmax per row on the
+        // host.
         let mut out: Vec<SequenceLogProbs> = batch
             .iter()
             .map(|ids| SequenceLogProbs {
@@ -368,9 +381,9 @@ impl<'m> Engine<'m> {
                 .try_into_vec::<f32>()
                 .map_err(|e| ScoringError::Backend(format!("{e:?}")))?;
             let width = rows.len();
-            for (s, seq) in out.iter_mut().enumerate() {
+            for (seq, &start) in out.iter_mut().zip(&starts) {
                 for i in 0..seq.len {
-                    let from = &logits[(s * t + i) * width..(s * t + i + 1) * width];
+                    let from = &logits[(start + i) * width..(start + i + 1) * width];
                     seq.values[i * vocab + rows.start..i * vocab + rows.end].copy_from_slice(from);
                 }
             }
@@ -383,36 +396,14 @@ impl<'m> Engine<'m> {
         Ok(out)
     }
 
-    /// `[groups * t, t]` additive mask: 0 where a query may attend, -inf for later keys. Rows are
-    /// the query heads of one key/value group stacked (see `block`).
-    fn causal_bias(&self, t: usize) -> Tensor<2> {
-        let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
-        let mut bias = vec![0.0f32; groups * t * t];
-        for g in 0..groups {
-            for q in 0..t {
-                for k in q + 1..t {
-                    bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(bias, [groups * t, t]), &self.device)
-    }
-
-    fn block(
-        &self,
-        w: &Block,
-        x: Tensor<3>,
-        rope: &Rope,
-        causal: &Tensor<2>,
-        b: usize,
-        t: usize,
-    ) -> Tensor<3> {
+    /// One transformer block over the packed batch `x: [N, hidden]`.
+    fn block(&self, w: &Block, x: Tensor<2>, packing: &Packing) -> Tensor<2> {
         let c = &self.config;
-        let (d, hd) = (c.hidden_size, c.head_dim);
-        let (heads, kv_heads) = (c.num_attention_heads, c.num_key_value_heads);
+        let (hd, heads, kv_heads) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let groups = heads / kv_heads;
+        let n = x.dims()[0];
 
-        let h = rms_norm(x.clone(), &w.attn_norm, c.rms_norm_eps).reshape([b * t, d]);
+        let h = rms_norm(x.clone(), &w.attn_norm, c.rms_norm_eps);
         let project = |w: &Tensor<2>, bias: &Option<Tensor<1>>| {
             let y = h.clone().matmul(w.clone());
             match bias {
@@ -420,91 +411,125 @@ impl<'m> Engine<'m> {
                 None => y,
             }
         };
-        // [b, t, heads, hd] -> [b, heads, t, hd]
-        let q = project(&w.wq, &w.bq)
-            .reshape([b, t, heads, hd])
-            .swap_dims(1, 2);
-        let k = project(&w.wk, &w.bk)
-            .reshape([b, t, kv_heads, hd])
-            .swap_dims(1, 2);
-        let v = project(&w.wv, &w.bv)
-            .reshape([b, t, kv_heads, hd])
-            .swap_dims(1, 2);
-        let q = rope.apply(q);
-        let k = rope.apply(k);
-        // Grouped-query attention without copying k/v: the query heads sharing a key/value head
-        // (heads g*groups .. (g+1)*groups, as in Hugging Face's repeat_kv) are stacked along time.
-        let q = q.reshape([b, kv_heads, groups * t, hd]);
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (hd as f64).sqrt());
-        let scores = scores + causal.clone().unsqueeze_dims::<4>(&[0, 1]);
-        let attn = softmax(scores, 3).matmul(v); // [b, kv, groups*t, hd]
-        let attn = attn
-            .reshape([b, heads, t, hd])
-            .swap_dims(1, 2)
-            .reshape([b * t, heads * hd]);
-        let x = x + attn.matmul(w.wo.clone()).reshape([b, t, d]);
+        let q = packing.rope(project(&w.wq, &w.bq).reshape([n, heads, hd]));
+        let k = packing.rope(project(&w.wk, &w.bk).reshape([n, kv_heads, hd]));
+        let v = project(&w.wv, &w.bv).reshape([n, kv_heads, hd]);
+        // Attention per sequence. Grouped-query attention without copying k/v: the query heads
+        // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
+        // repeat_kv) are stacked along time.
+        let scale = 1.0 / (hd as f64).sqrt();
+        let per_sequence: Vec<Tensor<2>> = packing
+            .spans
+            .iter()
+            .map(|&(start, t)| {
+                let rows = start..start + t;
+                let q = q
+                    .clone()
+                    .slice([rows.clone(), 0..heads, 0..hd])
+                    .swap_dims(0, 1) // [heads, t, hd]
+                    .reshape([kv_heads, groups * t, hd]);
+                let k = k.clone().slice([rows.clone(), 0..kv_heads, 0..hd]).swap_dims(0, 1);
+                let v = v.clone().slice([rows, 0..kv_heads, 0..hd]).swap_dims(0, 1);
+                let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale)
+                    + packing.causal[&t].clone().unsqueeze_dim::<3>(0);
+                softmax(scores, 2)
+                    .matmul(v) // [kv, groups*t, hd]
+                    .reshape([heads, t, hd])
+                    .swap_dims(0, 1)
+                    .reshape([t, heads * hd])
+            })
+            .collect();
+        let attn = Tensor::cat(per_sequence, 0);
+        let x = x + attn.matmul(w.wo.clone());
 
-        let h = rms_norm(x.clone(), &w.ffn_norm, c.rms_norm_eps).reshape([b * t, d]);
+        let h = rms_norm(x.clone(), &w.ffn_norm, c.rms_norm_eps);
         let gate = silu(h.clone().matmul(w.w_gate.clone()));
         let up = h.matmul(w.w_up.clone());
-        x + (gate * up).matmul(w.w_down.clone()).reshape([b, t, d])
+        x + (gate * up).matmul(w.w_down.clone())
     }
 }
 
-/// `x / sqrt(mean(x^2) + eps) * weight` over the last dimension.
-fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f64) -> Tensor<3> {
+/// `x / sqrt(mean(x^2) + eps) * weight` over the last dimension of `[N, hidden]`.
+fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
     let scale = x
         .clone()
         .powi_scalar(2)
-        .mean_dim(2)
+        .mean_dim(1)
         .add_scalar(eps)
         .sqrt()
         .recip();
-    x * scale * weight.clone().unsqueeze_dims::<3>(&[0, 1])
+    x * scale * weight.clone().unsqueeze_dim(0)
 }
 
-/// Rotary position embedding, rotate-half convention (Hugging Face layout; GGUF LLaMA files are
-/// un-permuted into it when read).
-struct Rope {
-    cos: Tensor<4>,
-    sin: Tensor<4>,
+/// Where each sequence sits in the packed batch, with what attention and RoPE need: the causal
+/// masks by length and each row's rotary angles (its position within its own sequence).
+struct Packing {
+    /// (first row, length) per sequence.
+    spans: Vec<(usize, usize)>,
+    /// `[groups * t, t]` additive masks: 0 where a query may attend, -inf for later keys; rows
+    /// are the query heads of one key/value group stacked (see `block`).
+    causal: std::collections::HashMap<usize, Tensor<2>>,
+    /// `[N, 1, head_dim]` per-row cos and sin, rotate-half convention (Hugging Face layout;
+    /// GGUF LLaMA files are un-permuted into it when read).
+    cos: Tensor<3>,
+    sin: Tensor<3>,
     half: usize,
 }
 
-impl Rope {
-    fn new(c: &ModelConfig, t: usize, device: &Device) -> Self {
-        let hd = c.head_dim;
-        let half = hd / 2;
-        let mut cos = vec![0.0f32; t * hd];
-        let mut sin = vec![0.0f32; t * hd];
-        for pos in 0..t {
-            for i in 0..half {
-                let freq = 1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64);
-                let angle = pos as f64 * freq;
-                for j in [i, i + half] {
-                    cos[pos * hd + j] = angle.cos() as f32;
-                    sin[pos * hd + j] = angle.sin() as f32;
+impl Packing {
+    fn new(c: &ModelConfig, batch: &[Vec<u32>], starts: &[usize], device: &Device) -> Self {
+        let (hd, half) = (c.head_dim, c.head_dim / 2);
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let n: usize = batch.iter().map(Vec::len).sum();
+        let freqs: Vec<f64> = (0..half)
+            .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64))
+            .collect();
+        let (mut cos, mut sin) = (vec![0.0f32; n * hd], vec![0.0f32; n * hd]);
+        let mut causal = std::collections::HashMap::new();
+        for (ids, &start) in batch.iter().zip(starts) {
+            let t = ids.len();
+            for pos in 0..t {
+                let row = (start + pos) * hd;
+                for (i, freq) in freqs.iter().enumerate() {
+                    let angle = pos as f64 * freq;
+                    for j in [i, i + half] {
+                        cos[row + j] = angle.cos() as f32;
+                        sin[row + j] = angle.sin() as f32;
+                    }
                 }
             }
+            causal.entry(t).or_insert_with(|| {
+                let mut bias = vec![0.0f32; groups * t * t];
+                for g in 0..groups {
+                    for q in 0..t {
+                        for k in q + 1..t {
+                            bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                Tensor::from_data(TensorData::new(bias, [groups * t, t]), device)
+            });
         }
-        let make = |v| {
-            Tensor::<2>::from_data(TensorData::new(v, [t, hd]), device).unsqueeze_dims::<4>(&[0, 1])
-        };
+        let make = |v| Tensor::<3>::from_data(TensorData::new(v, [n, 1, hd]), device);
         Self {
+            spans: starts
+                .iter()
+                .zip(batch)
+                .map(|(&start, ids)| (start, ids.len()))
+                .collect(),
+            causal,
             cos: make(cos),
             sin: make(sin),
             half,
         }
     }
 
-    /// `x * cos + rotate_half(x) * sin` for `x: [b, heads, t, hd]`.
-    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, h, t, hd] = x.dims();
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..self.half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, self.half..hd]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    /// `x * cos + rotate_half(x) * sin` for `x: [N, heads, head_dim]`.
+    fn rope(&self, x: Tensor<3>) -> Tensor<3> {
+        let [n, h, hd] = x.dims();
+        let x1 = x.clone().slice([0..n, 0..h, 0..self.half]);
+        let x2 = x.clone().slice([0..n, 0..h, self.half..hd]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
         x * self.cos.clone() + rotated * self.sin.clone()
     }
 }

@@ -1,0 +1,29 @@
+//! burn-flex f32 matmul throughput at the shapes of a teacher-forced pass (N tokens x the
+//! projections of Qwen2.5-0.5B), the ceiling the scorer can reach on this machine:
+//! `cargo run -p pot-scoring --example matmul_ceiling -- [TOKENS]`.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+fn main() {
+    let n: usize = std::env::args().nth(1).map_or(1024, |s| s.parse().expect("tokens"));
+    let device = Device::flex();
+    let shapes = [(896, 896), (896, 128), (896, 4864), (4864, 896), (896, 8192)];
+    for (k, m) in shapes {
+        let a = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; n * k], [n, k]), &device);
+        let b = Tensor::<2>::from_data(TensorData::new(vec![0.25f32; k * m], [k, m]), &device);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        let reps = 5;
+        let start = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(a.clone().matmul(b.clone()).into_data());
+        }
+        let s = start.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "[{n} x {k}] x [{k} x {m}]: {:.1} ms, {:.1} GFLOP/s",
+            s * 1e3,
+            2.0 * (n * k * m) as f64 / s / 1e9
+        );
+    }
+}
