@@ -7,9 +7,17 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).map_or(1024, |s| s.parse().expect("tokens"));
+    let n: usize = std::env::args()
+        .nth(1)
+        .map_or(1024, |s| s.parse().expect("tokens"));
     let device = Device::flex();
-    let shapes = [(896, 896), (896, 128), (896, 4864), (4864, 896), (896, 8192)];
+    let shapes = [
+        (896, 896),
+        (896, 128),
+        (896, 4864),
+        (4864, 896),
+        (896, 8192),
+    ];
     for (k, m) in shapes {
         let a = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; n * k], [n, k]), &device);
         let b = Tensor::<2>::from_data(TensorData::new(vec![0.25f32; k * m], [k, m]), &device);

@@ -131,17 +131,22 @@ fn tensor1(values: Vec<f32>, device: &Device) -> Tensor<1> {
 /// `[rows, cols]` row-major values as a transposed `[cols, rows]` tensor.
 fn tensor2_transposed(values: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
     let mut t = vec![0.0f32; values.len()];
-    // Blocked transpose: keeps both sides cache-friendly for large matrices.
+    // Blocked transpose (both sides cache-friendly), output blocks of B rows in parallel: when
+    // streaming, every pass transposes every weight.
     const B: usize = 64;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    t[c * rows + r] = values[r * cols + c];
+    t.par_chunks_mut(B * rows)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let c0 = block * B;
+            let width = out.len() / rows;
+            for r0 in (0..rows).step_by(B) {
+                for r in r0..(r0 + B).min(rows) {
+                    for dc in 0..width {
+                        out[dc * rows + r] = values[r * cols + c0 + dc];
+                    }
                 }
             }
-        }
-    }
+        });
     Tensor::from_data(TensorData::new(t, [cols, rows]), device)
 }
 
@@ -428,7 +433,10 @@ impl<'m> Engine<'m> {
                     .slice([rows.clone(), 0..heads, 0..hd])
                     .swap_dims(0, 1) // [heads, t, hd]
                     .reshape([kv_heads, groups * t, hd]);
-                let k = k.clone().slice([rows.clone(), 0..kv_heads, 0..hd]).swap_dims(0, 1);
+                let k = k
+                    .clone()
+                    .slice([rows.clone(), 0..kv_heads, 0..hd])
+                    .swap_dims(0, 1);
                 let v = v.clone().slice([rows, 0..kv_heads, 0..hd]).swap_dims(0, 1);
                 let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale)
                     + packing.causal[&t].clone().unsqueeze_dim::<3>(0);

@@ -3,7 +3,11 @@
 use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
 use pot_formats::Model;
 use pot_formats::fixtures::{SMOLLM2_135M, model_path};
-use pot_scoring::{Backend, Engine, Residency, SequenceLogProbs, full_tvd};
+use pot_scoring::score::summarise_position;
+use pot_scoring::{
+    Backend, DEFAULT_PREFIX, DEFAULT_TOP_K, Engine, Residency, SequenceLogProbs, coarse_tvd,
+    full_tvd,
+};
 
 fn batch(model: &Model, n: usize) -> Vec<Vec<u32>> {
     let tokenizer = model.tokenizer().unwrap();
@@ -56,6 +60,30 @@ fn int8_stays_close_to_f32() {
     }
     let mean = tvd / positions as f64;
     eprintln!("int8 vs f32: mean TVD {mean:.5} over {positions} positions");
+    // A near pair is where the fingerprint's top-k coarse-graining matters for the verdict:
+    // per challenge, the fingerprint score (reference top-k + rest) against the full TVD.
+    let worst_gap = |k: usize| {
+        let mut worst = 0f64;
+        for ((a, b), ids) in resident.iter().zip(&int8).zip(&ids) {
+            let scored = DEFAULT_PREFIX..a.len - 1;
+            let n = scored.len() as f64;
+            let (mut full, mut coarse) = (0.0, 0.0);
+            for i in scored {
+                full += full_tvd(a.row(i), b.row(i));
+                coarse += coarse_tvd(&summarise_position(a.row(i), k, ids[i + 1]), b.row(i));
+            }
+            worst = worst.max((full - coarse) / n);
+        }
+        worst
+    };
+    for k in [32, 128, 256, 512, 1024] {
+        eprintln!("k = {k}: worst gap {:.2e}", worst_gap(k));
+    }
+    let worst = worst_gap(DEFAULT_TOP_K);
+    assert!(
+        worst <= 1e-3,
+        "fingerprint score gap {worst:.2e} at the default k"
+    );
     // Measured 0.0177 (SmolLM2 is the most quantisation-sensitive fixture; Qwen 0.5B: 0.0054):
     // below the SAME tolerance gamma = 0.05 of pot-stats, and not zero (it is quantised).
     assert!(mean > 0.0 && mean < 0.025, "mean TVD {mean}");

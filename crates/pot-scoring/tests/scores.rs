@@ -105,8 +105,12 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
     let mut report = Vec::new();
     let mut previous = f64::INFINITY;
     let mut default_gap = 0.0f64;
+    let mut default_clipped_gap = 0.0f64;
+    // The sequential test clips scores at 2γ = 0.1 (pot-stats' default).
+    let clip = |x: f64| x.min(0.1);
     for k in [32usize, 128, 512, 2048] {
         let mut worst_challenge_gap = 0.0f64;
+        let mut worst_clipped_gap = 0.0f64;
         for ((la, lb), ids) in a.iter().zip(&b).zip(&ids) {
             let (mut full, mut coarse) = (0.0, 0.0);
             for i in 0..ids.len() - 1 {
@@ -118,6 +122,7 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
             }
             let n = (ids.len() - 1) as f64;
             worst_challenge_gap = worst_challenge_gap.max((full - coarse) / n);
+            worst_clipped_gap = worst_clipped_gap.max(clip(full / n) - clip(coarse / n));
         }
         report.push(format!(
             "k={k}: worst per-challenge gap {worst_challenge_gap:.2e}"
@@ -129,16 +134,22 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
         previous = worst_challenge_gap;
         if k == pot_scoring::DEFAULT_TOP_K {
             default_gap = worst_challenge_gap;
+            default_clipped_gap = worst_clipped_gap;
         }
     }
     eprintln!("{}", report.join("; "));
-    // Measured (docs/SCORING.md): k=32 3.3e-2, 128 2.0e-2, 512 1.3e-2, 2048 7.6e-3 on a pair
-    // whose full TVD is ~0.28. The 1e-3 target is NOT met by a one-cell remainder; the
-    // test pins the measured behaviour so a regression shows.
+    // Measured (docs/SCORING.md): k=32 3.3e-2, 128 2.0e-2, 512 1.3e-2, 2048 7.6e-3 on this far
+    // pair (full TVD ~0.28): a one-cell remainder does not reach 1e-3 here. The score the test
+    // uses is clipped at 0.1, and there the fingerprint and full scores agree (both clipped).
+    // Near pairs, where clipping does not hide the gap, are checked in tests/residency.rs.
     assert!(
-        default_gap <= 0.05,
+        default_gap <= 0.02,
         "default top-k gap {default_gap}: {}",
         report.join("; ")
+    );
+    assert!(
+        default_clipped_gap <= 1e-3,
+        "clipped score gap {default_clipped_gap}"
     );
 }
 
