@@ -11,21 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use pot_memory_governor::process::command_name;
-use pot_memory_governor::{ProcessMemory, SystemMemory, Thresholds};
+use pot_memory_governor::{ProcessMemory, SystemMemory};
 use serde_json::json;
 
 use crate::exit::{self, Failure};
+use crate::resources::ThresholdArgs;
 use crate::verify::write_atomically;
 
 #[derive(Args)]
 pub struct MonitorArgs {
-    #[arg(long, default_value_t = 75.0, value_name = "PERCENT")]
-    warning: f64,
-    #[arg(long, default_value_t = 85.0, value_name = "PERCENT")]
-    critical: f64,
-    /// At this system memory use (%), SIGTERM the guarded pot process.
-    #[arg(long, default_value_t = 92.0, value_name = "PERCENT")]
-    kill: f64,
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
     /// The pot process to guard (without it: watch only, never signal).
     #[arg(long)]
     pid: Option<u32>,
@@ -41,12 +37,7 @@ pub struct MonitorArgs {
 }
 
 pub fn monitor_cmd(args: MonitorArgs) -> Result<u8, Failure> {
-    let thresholds = Thresholds {
-        warning: args.warning,
-        critical: args.critical,
-        kill: args.kill,
-    };
-    thresholds.validate().map_err(|e| anyhow!(e))?;
+    let thresholds = args.thresholds.thresholds()?;
     if !(args.interval.is_finite() && args.interval > 0.0) {
         return Err(anyhow!("--interval must be a positive number of seconds").into());
     }

@@ -8,6 +8,33 @@ use clap::Args;
 use pot_memory_governor::{GB, Limits, Thresholds, lower_priority};
 use pot_orchestrator::ResourceOptions;
 
+/// The monitor's thresholds, shared by `verify`, `fingerprint` and `monitor`.
+#[derive(Args, Clone, Debug)]
+pub struct ThresholdArgs {
+    /// System memory use (%) at which the monitor warns.
+    #[arg(long, default_value_t = 75.0, value_name = "PERCENT")]
+    warning: f64,
+    /// System memory use (%) at which the monitor records a critical event.
+    #[arg(long, default_value_t = 85.0, value_name = "PERCENT")]
+    critical: f64,
+    /// System memory use (%) at which pot stops: its own work in `verify` and `fingerprint`
+    /// ("memory limit exceeded"), the guarded pot process in `monitor`.
+    #[arg(long, default_value_t = 92.0, value_name = "PERCENT")]
+    kill: f64,
+}
+
+impl ThresholdArgs {
+    pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        let t = Thresholds {
+            warning: self.warning,
+            critical: self.critical,
+            kill: self.kill,
+        };
+        t.validate().map_err(|e| anyhow!(e))?;
+        Ok(t)
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct ResourceArgs {
     /// The most memory pot may use, in GB (10^9 bytes); planned before loading, enforced while
@@ -30,15 +57,8 @@ pub struct ResourceArgs {
     /// Scheduling priority of this process (nice value, 0-19; higher yields more).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     nice: i32,
-    /// System memory use (%) at which the monitor warns.
-    #[arg(long, default_value_t = 75.0, value_name = "PERCENT")]
-    warning: f64,
-    /// System memory use (%) at which the monitor records a critical event.
-    #[arg(long, default_value_t = 85.0, value_name = "PERCENT")]
-    critical: f64,
-    /// System memory use (%) at which pot stops its own work and reports "memory limit exceeded".
-    #[arg(long, default_value_t = 92.0, value_name = "PERCENT")]
-    kill: f64,
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
 }
 
 impl ResourceArgs {
@@ -52,12 +72,7 @@ impl ResourceArgs {
                 "--min-free must be zero or a positive number of GB"
             ));
         }
-        let thresholds = Thresholds {
-            warning: self.warning,
-            critical: self.critical,
-            kill: self.kill,
-        };
-        thresholds.validate().map_err(|e| anyhow!(e))?;
+        let thresholds = self.thresholds.thresholds()?;
         if let Some(n) = self.threads {
             if n == 0 {
                 return Err(anyhow!("--threads must be at least 1"));

@@ -280,15 +280,18 @@ impl Model {
         Some(&data[loc.start..loc.start + loc.info.bytes as usize])
     }
 
-    /// A tensor's values as f32, dequantised, in the internal (Hugging Face) row order.
-    pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let loc = self
-            .tensors
+    fn location(&self, name: &str) -> Result<&Location> {
+        self.tensors
             .get(name)
             .ok_or_else(|| FormatError::MissingTensor {
                 path: self.path.clone(),
                 tensor: name.into(),
-            })?;
+            })
+    }
+
+    /// A tensor's values as f32, dequantised, in the internal (Hugging Face) row order.
+    pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let loc = self.location(name)?;
         let bytes = self.raw_bytes(name).expect("located above");
         let mut out = vec![0.0f32; loc.info.elements() as usize];
         dequantize(loc.info.dtype, bytes, &mut out);
@@ -303,13 +306,7 @@ impl Model {
     /// Rows `rows` of a 2-D tensor as f32 (`rows.len() * cols` values), read without touching
     /// the other rows: how the embedding is looked up and the output head is streamed in chunks.
     pub fn load_f32_rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
-        let loc = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| FormatError::MissingTensor {
-                path: self.path.clone(),
-                tensor: name.into(),
-            })?;
+        let loc = self.location(name)?;
         let info = &loc.info;
         let (n_rows, cols) = (info.shape[0], info.shape.get(1).copied().unwrap_or(1));
         let (per_block, block_bytes) = info.dtype.block();

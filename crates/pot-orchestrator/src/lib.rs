@@ -29,7 +29,7 @@ use pot_scoring::{
     check_same_vocabulary, config_sha256,
 };
 use pot_security::compare_tokenizers;
-use pot_stats::{Method, Mode, Step, Verdict};
+use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
 
 pub use report::{REPORT_VERSION, Report};
 pub use stages::WeightEvidence;
@@ -239,19 +239,26 @@ fn pipeline(
     progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
     let evidence2 = SecurityAndProvenance.evidence(&candidate.model)?;
     check_monitor(monitor)?;
-    let mut test = sequential_test(&opts.mode, opts.method)?;
-    let load_candidate = |monitor: &Monitor| {
-        LiveModel::load(
+    let load_candidate = |monitor: &Monitor| -> Result<LiveModel, VerifyError> {
+        let m2 = LiveModel::load(
             &candidate.model,
             &candidate.tokenizer,
             header_for(&candidate, &opts.run_id, &commitment, None),
             opts.backend,
             residency(plan2.strategy),
             monitor.cancel_flag(),
-        )
+        )?;
+        monitor.note("model 2 loaded");
+        Ok(m2)
+    };
+    let mut run = QueryRun {
+        opts,
+        challenges: &challenges,
+        test: sequential_test(&opts.mode, opts.method)?,
+        monitor,
+        started: Instant::now(),
     };
 
-    let timer = Instant::now();
     match &opts.reference {
         Some(path) => {
             let mut fp = Fingerprint::load(path)?;
@@ -265,24 +272,10 @@ fn pipeline(
                 );
                 return Ok(());
             }
-            report.memory_plan(
-                None,
-                &plan2,
-                "reference fingerprint: only model 2 is loaded",
-            );
+            let execution = "reference fingerprint: only model 2 is loaded";
+            report.memory_plan(None, &plan2, execution);
             progress(Progress::Stage("scoring model 2"));
-            let mut m2 = load_candidate(monitor)?;
-            monitor.note("model 2 loaded");
-            run_queries(
-                opts,
-                &challenges,
-                &mut fp,
-                &mut m2,
-                &mut test,
-                report,
-                monitor,
-                progress,
-            )?;
+            run.queries(&mut fp, &mut load_candidate(monitor)?, report, progress)?;
         }
         None => {
             let side = open(&opts.model1)?;
@@ -298,13 +291,9 @@ fn pipeline(
                 report.tokenizer_mismatch(&e.to_string());
                 return Ok(());
             }
-            let header1 = header_for(
-                &side,
-                &opts.run_id,
-                &commitment,
-                Some(evidence1.merkle_root.clone()),
-            );
-            let load_reference = |monitor: &Monitor| {
+            let root1 = Some(evidence1.merkle_root.clone());
+            let header1 = header_for(&side, &opts.run_id, &commitment, root1);
+            let load_reference = || {
                 LiveModel::load(
                     &side.model,
                     &side.tokenizer,
@@ -313,104 +302,87 @@ fn pipeline(
                     residency(plan1.strategy),
                     monitor.cancel_flag(),
                 )
+                .inspect(|_| monitor.note("model 1 loaded"))
             };
-            let together =
-                plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
-            if plan1.strategy == Strategy::Resident
-                && plan2.strategy == Strategy::Resident
-                && together <= plan2.budget_bytes
-            {
-                report.memory_plan(
-                    Some(&plan1),
-                    &plan2,
-                    "side by side: both models resident within the budget",
-                );
+            if side_by_side(&plan1, &plan2) {
+                let execution = "side by side: both models resident within the budget";
+                report.memory_plan(Some(&plan1), &plan2, execution);
                 progress(Progress::Stage("loading both models (side by side)"));
-                let mut m1 = load_reference(monitor)?;
+                let mut m1 = load_reference()?;
                 let mut m2 = load_candidate(monitor)?;
-                monitor.note("both models loaded");
                 progress(Progress::Stage("scoring"));
-                run_queries(
-                    opts,
-                    &challenges,
-                    &mut m1,
-                    &mut m2,
-                    &mut test,
-                    report,
-                    monitor,
-                    progress,
-                )?;
+                run.queries(&mut m1, &mut m2, report, progress)?;
             } else {
-                report.memory_plan(
-                    Some(&plan1),
-                    &plan2,
-                    "sequential: model 1 fingerprinted on the query cap and released, then model 2",
-                );
+                let execution =
+                    "sequential: model 1 fingerprinted on the query cap and released, then model 2";
+                report.memory_plan(Some(&plan1), &plan2, execution);
                 progress(Progress::Stage("fingerprinting model 1"));
-                let mut fp = {
-                    let m1 = load_reference(monitor)?;
-                    monitor.note("model 1 loaded");
-                    m1.fingerprint_all(&challenges, |done, total| {
-                        progress(Progress::Fingerprinted { done, total })
-                    })?
-                };
-                report.timing("fingerprint_model1_s", timer.elapsed().as_secs_f64());
+                let mut fp = load_reference()?.fingerprint_all(&challenges, |done, total| {
+                    progress(Progress::Fingerprinted { done, total })
+                })?;
+                report.timing("fingerprint_model1_s", run.started.elapsed().as_secs_f64());
                 drop(side);
                 monitor.note("model 1 released");
                 check_monitor(monitor)?;
                 progress(Progress::Stage("scoring model 2"));
-                let mut m2 = load_candidate(monitor)?;
-                monitor.note("model 2 loaded");
-                run_queries(
-                    opts,
-                    &challenges,
-                    &mut fp,
-                    &mut m2,
-                    &mut test,
-                    report,
-                    monitor,
-                    progress,
-                )?;
+                run.queries(&mut fp, &mut load_candidate(monitor)?, report, progress)?;
             }
         }
     }
-    report.timing("queries_s", timer.elapsed().as_secs_f64());
+    report.timing("queries_s", run.started.elapsed().as_secs_f64());
     monitor.note("models released");
-    report.decide(test.outcome());
+    report.decide(run.test.outcome());
     Ok(())
 }
 
-/// Feeds the decision one query at a time, a batch of challenges per forward pass, until it
-/// stops or the cap is reached.
-#[allow(clippy::too_many_arguments)]
-fn run_queries(
-    opts: &VerifyOptions,
-    challenges: &[Challenge],
-    reference: &mut dyn ReferenceStage,
-    candidate: &mut dyn CandidateStage,
-    test: &mut dyn DecisionStage,
-    report: &mut Report,
-    monitor: &Monitor,
-    progress: &mut impl FnMut(Progress),
-) -> Result<(), VerifyError> {
-    for batch in challenges.chunks(opts.batch_size.max(1)) {
-        check_monitor(monitor)?;
-        let records = reference.records(batch)?;
-        for (record, score) in records.iter().zip(candidate.score(&records)?) {
-            let step = test.push(score.score)?;
-            let outcome = test.outcome();
-            progress(Progress::Scored {
-                query: outcome.n,
-                score: score.score,
-                cap: opts.mode.n_max,
-            });
-            report.trace(record, &score, &outcome);
-            if let Step::Stop(_) = step {
-                return Ok(());
+/// Both models resident and, together, within the budget (one process baseline counted once).
+fn side_by_side(plan1: &Plan, plan2: &Plan) -> bool {
+    let together =
+        plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
+    plan1.strategy == Strategy::Resident
+        && plan2.strategy == Strategy::Resident
+        && together <= plan2.budget_bytes
+}
+
+/// What every way of running the queries shares: the challenges, the decision, the monitor.
+struct QueryRun<'a> {
+    opts: &'a VerifyOptions,
+    challenges: &'a [Challenge],
+    test: SequentialTest,
+    monitor: &'a Monitor,
+    started: Instant,
+}
+
+impl QueryRun<'_> {
+    /// Feeds the decision one query at a time, a batch of challenges per forward pass, until it
+    /// stops or the cap is reached.
+    fn queries(
+        &mut self,
+        reference: &mut dyn ReferenceStage,
+        candidate: &mut dyn CandidateStage,
+        report: &mut Report,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(), VerifyError> {
+        let test: &mut dyn DecisionStage = &mut self.test;
+        for batch in self.challenges.chunks(self.opts.batch_size.max(1)) {
+            check_monitor(self.monitor)?;
+            let records = reference.records(batch)?;
+            for (record, score) in records.iter().zip(candidate.score(&records)?) {
+                let step = test.push(score.score)?;
+                let outcome = test.outcome();
+                progress(Progress::Scored {
+                    query: outcome.n,
+                    score: score.score,
+                    cap: self.opts.mode.n_max,
+                });
+                report.trace(record, &score, &outcome);
+                if let Step::Stop(_) = step {
+                    return Ok(());
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn check_reference(fp: &Fingerprint, commitment: &Commitment) -> Result<(), VerifyError> {
