@@ -14,8 +14,9 @@ use pot_formats::Model;
 const MODELS: [&str; 2] = ["smollm2-135m", "qwen2.5-coder-0.5b"];
 const BATCH: usize = 8;
 const BATCHES: usize = 2;
-/// The machine's measured f32 matmul ceiling (CRATES.md), for the fraction column.
-const CEILING_GFLOPS: f64 = 60.0;
+/// burn-flex's f32 matmul throughput at the scorer's shapes on this machine (`cargo run -p
+/// pot-scoring --example matmul_ceiling`: 54-74 GFLOP/s), for the fraction column.
+const CEILING_GFLOPS: f64 = 65.0;
 const BEGIN: &str = "<!-- bench-scoring:begin -->";
 const END: &str = "<!-- bench-scoring:end -->";
 
@@ -206,9 +207,11 @@ fn scoring(o: &Options) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut table = format!(
         "Command: `cargo xtask bench scoring --runs {} --threads {}`; machine: {}; F32 weights \
-         (GGUF dequantised by gguf-py), {} challenges in batches of {BATCH} (pot pads a batch to \
-         its longest sequence; llama.cpp evaluates each sequence alone), logits for every \
-         position, median of {} runs. GFLOP/s = 2 x parameters x real tokens / s; ceiling {CEILING_GFLOPS} GFLOP/s.\n\n\
+         (GGUF dequantised by gguf-py), {} challenges in batches of {BATCH} (pot packs a batch \
+         without padding, \"padded\" is what padding to the longest sequence would cost; \
+         llama.cpp evaluates each sequence alone), logits for every position, median of {} \
+         runs. GFLOP/s = 2 x parameters x tokens / s; the ceiling is burn-flex's f32 matmul at \
+         these shapes, {CEILING_GFLOPS} GFLOP/s (`matmul_ceiling` example).\n\n\
          | model | tokens (padded) | pot tok/s | llama.cpp tok/s | pot / llama.cpp | pot GFLOP/s (% of ceiling) | llama.cpp GFLOP/s |\n\
          |---|---|---|---|---|---|---|\n",
         o.runs,

@@ -92,11 +92,17 @@ impl ProgressPrinter {
         let (line, last) = match event {
             Progress::Stage(s) => (s.to_string(), true),
             Progress::Fingerprinted { done, total } => (
-                format!("  fingerprint: {done}/{total} challenges"),
+                format!(
+                    "  fingerprint {} {done}/{total} challenges",
+                    bar(done as u64, total as u64)
+                ),
                 done == total,
             ),
             Progress::Scored { query, score, cap } => (
-                format!("  query {query} (cap {cap}): score {score:.5}"),
+                format!(
+                    "  queries {} {query} (cap {cap}), last score {score:.5}",
+                    bar(query, cap)
+                ),
                 false,
             ),
         };
@@ -110,6 +116,12 @@ impl ProgressPrinter {
         }
         std::io::stderr().flush().ok();
     }
+}
+
+/// `[#####---------------]`: `done` of `total` in 20 cells.
+fn bar(done: u64, total: u64) -> String {
+    let filled = (done * 20).checked_div(total).unwrap_or(0).min(20) as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(20 - filled))
 }
 
 pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
