@@ -88,3 +88,24 @@ fn int8_stays_close_to_f32() {
     // below the SAME tolerance gamma = 0.05 of pot-stats, and not zero (it is quantised).
     assert!(mean > 0.0 && mean < 0.025, "mean TVD {mean}");
 }
+
+/// The ndarray backend (cargo feature `ndarray`) computes the same log-probs as flex:
+/// `cargo test -p pot-scoring --features ndarray --test residency`.
+#[cfg(feature = "ndarray")]
+#[test]
+fn ndarray_backend_matches_flex() {
+    let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
+    let ids = batch(&model, 2);
+    let flex = run(&model, Residency::Resident, &ids);
+    let ndarray = Engine::with_residency(
+        &model,
+        Backend::Ndarray.device().unwrap(),
+        Residency::Resident,
+    )
+    .unwrap()
+    .forward(&ids)
+    .unwrap();
+    let diff = max_abs_diff(&flex, &ndarray);
+    eprintln!("ndarray vs flex: max |log-prob difference| {diff:.2e}");
+    assert!(diff <= 1e-4, "{diff}");
+}
