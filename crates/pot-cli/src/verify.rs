@@ -40,7 +40,7 @@ pub struct VerifyArgs {
     /// Compute backend: flex (CPU, default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex", value_parser = parse_backend)]
     backend: Backend,
-    /// Challenges per forward pass of the candidate.
+    /// Challenges per forward pass (early stopping wastes at most one batch of work).
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
     #[command(flatten)]
