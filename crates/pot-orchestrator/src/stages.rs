@@ -8,12 +8,12 @@ use std::sync::atomic::AtomicBool;
 
 use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey, commit, generate};
 use pot_formats::{Model, Tokenizer};
-use pot_provenance::{TensorEncoding, TensorTree};
+use pot_provenance::{TensorEncoding, TensorLeaf, TensorTree};
 use pot_scoring::{
     Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintHeader,
     FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
 };
-use pot_security::{ConfigHashes, FuzzyHash};
+use pot_security::{ConfigHashes, FuzzyHash, FuzzyHasher};
 use pot_stats::{Method, Mode, Outcome, SequentialTest, StatsError, Step};
 
 /// Challenges of a run and the commitment that pins them.
@@ -24,7 +24,6 @@ pub trait ChallengeStage {
 
 /// The reference side: fingerprint records of challenges (from a live model or a saved file).
 pub trait ReferenceStage {
-    fn header(&self) -> &FingerprintHeader;
     /// Records of these challenges, in the same order.
     fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError>;
 }
@@ -81,15 +80,11 @@ impl<'m> LiveModel<'m> {
     ) -> Result<Self, ScoringError> {
         let mut engine = Engine::with_residency(model, backend.device()?, residency)?;
         engine.set_cancel(cancel);
-        let options = FingerprintOptions::default();
-        let mut header = header;
-        header.top_k = options.top_k;
-        header.prefix = options.prefix;
         Ok(Self {
             engine,
             tokenizer,
             header,
-            options,
+            options: FingerprintOptions::default(),
         })
     }
 
@@ -111,10 +106,6 @@ impl<'m> LiveModel<'m> {
 }
 
 impl ReferenceStage for LiveModel<'_> {
-    fn header(&self) -> &FingerprintHeader {
-        &self.header
-    }
-
     fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError> {
         Ok(self.fingerprint_all(challenges, |_, _| {})?.records)
     }
@@ -128,10 +119,6 @@ impl CandidateStage for LiveModel<'_> {
 
 /// A fingerprint in memory (loaded from a file, or made by a model since released).
 impl ReferenceStage for Fingerprint {
-    fn header(&self) -> &FingerprintHeader {
-        &self.header
-    }
-
     fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError> {
         challenges
             .iter()
@@ -179,11 +166,25 @@ pub struct WeightEvidence {
 pub struct SecurityAndProvenance;
 
 impl EvidenceStage for SecurityAndProvenance {
+    /// One pass over the stored bytes feeds both the TLSH builders and the Merkle leaves, so a
+    /// model larger than memory is read from disk once, not twice.
     fn evidence(&self, model: &Model) -> Result<WeightEvidence, pot_formats::FormatError> {
+        let mut fuzzy = FuzzyHasher::new(model.tensors().map(|t| t.bytes).sum());
+        let mut leaves = Vec::new();
+        for t in model.tensors() {
+            let bytes = model.raw_bytes(&t.name).expect("listed tensor");
+            fuzzy.add(&t.name, bytes);
+            leaves.push(TensorLeaf::stored(t, bytes));
+            model.release_pages(&t.name);
+        }
+        let tree = TensorTree {
+            encoding: TensorEncoding::Stored,
+            leaves,
+        };
         Ok(WeightEvidence {
             config: ConfigHashes::of_model(model),
-            fuzzy: FuzzyHash::of_model(model),
-            merkle_root: TensorTree::of_model(model, TensorEncoding::Stored)?.root(),
+            fuzzy: fuzzy.finish(),
+            merkle_root: tree.root(),
         })
     }
 }

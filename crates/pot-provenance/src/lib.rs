@@ -4,7 +4,7 @@
 pub mod merkle;
 pub mod transcript;
 
-use pot_formats::{FormatError, Model};
+use pot_formats::{FormatError, Model, TensorInfo};
 use sha2::{Digest, Sha256};
 
 use merkle::{Hash, inclusion_path, leaf_hash, root_of_leaves, verify_inclusion};
@@ -48,6 +48,16 @@ impl TensorLeaf {
     pub fn hash(&self) -> Hash {
         leaf_hash(&self.data())
     }
+
+    /// The stored-encoding leaf of a tensor from its bytes as stored in the file.
+    pub fn stored(info: &TensorInfo, bytes: &[u8]) -> Self {
+        Self {
+            name: info.name.clone(),
+            dtype: info.dtype.name().to_string(),
+            shape: info.shape.clone(),
+            bytes_sha256: hex::encode(Sha256::digest(bytes)),
+        }
+    }
 }
 
 /// The tensor tree of a model: leaves in sorted internal-name order.
@@ -61,11 +71,10 @@ impl TensorTree {
     pub fn of_model(model: &Model, encoding: TensorEncoding) -> Result<Self, FormatError> {
         let mut leaves = Vec::new();
         for t in model.tensors() {
-            let (dtype, digest) = match encoding {
-                TensorEncoding::Stored => (
-                    t.dtype.name().to_string(),
-                    Sha256::digest(model.raw_bytes(&t.name).expect("listed tensor")),
-                ),
+            let leaf = match encoding {
+                TensorEncoding::Stored => {
+                    TensorLeaf::stored(t, model.raw_bytes(&t.name).expect("listed tensor"))
+                }
                 TensorEncoding::Canonical => {
                     let values = model.load_f32(&t.name)?;
                     let mut h = Sha256::new();
@@ -73,16 +82,16 @@ impl TensorTree {
                         let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
                         h.update(&bytes);
                     }
-                    ("F32".to_string(), h.finalize())
+                    TensorLeaf {
+                        name: t.name.clone(),
+                        dtype: "F32".to_string(),
+                        shape: t.shape.clone(),
+                        bytes_sha256: hex::encode(h.finalize()),
+                    }
                 }
             };
             model.release_pages(&t.name);
-            leaves.push(TensorLeaf {
-                name: t.name.clone(),
-                dtype,
-                shape: t.shape.clone(),
-                bytes_sha256: hex::encode(digest),
-            });
+            leaves.push(leaf);
         }
         Ok(Self { encoding, leaves })
     }

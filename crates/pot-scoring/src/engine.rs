@@ -236,12 +236,21 @@ impl<'m> Engine<'m> {
                 let blocks = (0..config.num_hidden_layers)
                     .map(|i| load_block(&source, &config, i, &device))
                     .collect::<Result<_, _>>()?;
-                let head = head_chunks(config.vocab_size)
-                    .map(|rows| load_head_chunk(&source, &config, rows, &device))
-                    .collect::<Result<_, _>>()?;
                 let embedding = model.load_f32(EMBEDDING)?;
-                source.release(head_name(&config));
                 source.release(EMBEDDING);
+                let d = config.hidden_size;
+                // A tied head is the embedding already in memory: no second read of it.
+                let head = head_chunks(config.vocab_size)
+                    .map(|rows| {
+                        if config.tie_word_embeddings {
+                            let values = &embedding[rows.start * d..rows.end * d];
+                            Ok(tensor2_transposed(values, rows.len(), d, &device))
+                        } else {
+                            load_head_chunk(&source, &config, rows, &device)
+                        }
+                    })
+                    .collect::<Result<_, ScoringError>>()?;
+                source.release(head_name(&config));
                 Weights::Resident {
                     blocks,
                     head,

@@ -135,11 +135,10 @@ impl Source<'_> {
     pub fn matrix(&self, name: &str) -> Result<(Vec<f32>, usize, usize), ScoringError> {
         match self {
             Source::Model(model) => {
-                let info = model.tensor(name).ok_or_else(|| missing(model, name))?;
-                let (rows, cols) = (info.shape[0], info.shape[1]);
-                let values = model.load_f32(name)?;
+                let values = model.load_f32(name)?; // a missing tensor is reported here
+                let shape = &model.tensor(name).expect("loaded above").shape;
                 model.release_pages(name);
-                Ok((values, rows, cols))
+                Ok((values, shape[0], shape[1]))
             }
             Source::Int8(store) => {
                 let m = store.matrix(name)?;
@@ -181,14 +180,6 @@ impl Int8Store {
             .get(name)
             .ok_or_else(|| ScoringError::Backend(format!("int8 store lacks matrix {name}")))
     }
-}
-
-fn missing(model: &Model, name: &str) -> ScoringError {
-    pot_formats::FormatError::MissingTensor {
-        path: model.path().to_path_buf(),
-        tensor: name.into(),
-    }
-    .into()
 }
 
 /// Natural-log softmax of one row, in place (max-shifted for stability).

@@ -71,27 +71,54 @@ fn hash_hex(builder: &TlshDefaultBuilder) -> Option<String> {
         .map(|h| String::from_utf8_lossy(&h.hash()).into_owned())
 }
 
+/// Builds a [`FuzzyHash`] tensor by tensor, so a caller reading the weights for other evidence
+/// too (the Merkle tree) reads them once.
+pub struct FuzzyHasher {
+    started: Instant,
+    total: u64,
+    whole: TlshDefaultBuilder,
+    whole_sampler: Sampler,
+    tensors: Vec<(String, Option<String>)>,
+}
+
+impl FuzzyHasher {
+    /// For a model whose tensors hold `total` stored bytes in all.
+    pub fn new(total: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            total,
+            whole: TlshDefaultBuilder::new(),
+            whole_sampler: Sampler::for_total(total),
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Adds the next tensor (in the model's sorted order).
+    pub fn add(&mut self, name: &str, bytes: &[u8]) {
+        let mut one = TlshDefaultBuilder::new();
+        Sampler::for_total(bytes.len() as u64).feed(&mut one, bytes);
+        self.tensors.push((name.to_string(), hash_hex(&one)));
+        self.whole_sampler.feed(&mut self.whole, bytes);
+    }
+
+    pub fn finish(self) -> FuzzyHash {
+        FuzzyHash {
+            model: hash_hex(&self.whole),
+            tensors: self.tensors,
+            bytes_hashed: self.total,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 impl FuzzyHash {
     pub fn of_model(model: &Model) -> Self {
-        let started = Instant::now();
-        let total: u64 = model.tensors().map(|t| t.bytes).sum();
-        let mut whole = TlshDefaultBuilder::new();
-        let mut whole_sampler = Sampler::for_total(total);
-        let mut tensors = Vec::new();
+        let mut hasher = FuzzyHasher::new(model.tensors().map(|t| t.bytes).sum());
         for t in model.tensors() {
-            let bytes = model.raw_bytes(&t.name).expect("listed tensor");
-            let mut one = TlshDefaultBuilder::new();
-            Sampler::for_total(bytes.len() as u64).feed(&mut one, bytes);
-            tensors.push((t.name.clone(), hash_hex(&one)));
-            whole_sampler.feed(&mut whole, bytes);
+            hasher.add(&t.name, model.raw_bytes(&t.name).expect("listed tensor"));
             model.release_pages(&t.name);
         }
-        Self {
-            model: hash_hex(&whole),
-            tensors,
-            bytes_hashed: total,
-            seconds: started.elapsed().as_secs_f64(),
-        }
+        hasher.finish()
     }
 
     pub fn compare(&self, other: &FuzzyHash) -> FuzzyComparison {
