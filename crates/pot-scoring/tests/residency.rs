@@ -41,6 +41,7 @@ fn streamed_equals_resident() {
     for layers_at_once in [1, 7] {
         let streamed = run(&model, Residency::Streamed { layers_at_once }, &ids);
         let diff = max_abs_diff(&resident, &streamed);
+        eprintln!("layers_at_once {layers_at_once}: max |log-prob difference| {diff:e}");
         assert!(diff <= 1e-5, "layers_at_once {layers_at_once}: {diff}");
     }
 }
