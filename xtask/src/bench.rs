@@ -59,10 +59,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn work_dir() -> PathBuf {
     pot_formats::fixtures::cache_dir().join("..").join("bench")
 }
@@ -101,7 +97,7 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
     let src = crate::fixtures::ensure_named(name)?;
     let dir = work_dir();
     std::fs::create_dir_all(&dir)?;
-    let script_dir = root().join("fixtures/llamacpp-reference");
+    let script_dir = crate::fixtures::workspace_root().join("fixtures/llamacpp-reference");
     let f32_path = json_path_line(
         Command::new("python3")
             .arg(script_dir.join("f32gguf.py"))
@@ -239,7 +235,10 @@ fn scoring(o: &Options) -> Result<()> {
     }
     print!("{table}");
     if o.write {
-        write_between_markers(&root().join("docs/BENCHMARKS.md"), &table)?;
+        write_between_markers(
+            &crate::fixtures::workspace_root().join("docs/BENCHMARKS.md"),
+            &table,
+        )?;
         eprintln!("wrote the table into docs/BENCHMARKS.md");
     }
     Ok(())

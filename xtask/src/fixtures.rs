@@ -82,8 +82,13 @@ fn load_manifest() -> Result<(PathBuf, Manifest)> {
     Ok((path, manifest))
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout xtask was run from. `cargo run` sets CARGO_MANIFEST_DIR at run time too, and that
+/// one is preferred: with a target directory shared by two checkouts (CI's clone and this one),
+/// cargo may run a binary built in the other checkout, whose compile-time path points there.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
