@@ -14,9 +14,6 @@ use pot_formats::Model;
 const MODELS: [&str; 2] = ["smollm2-135m", "qwen2.5-coder-0.5b"];
 const BATCH: usize = 8;
 const BATCHES: usize = 2;
-/// burn-flex's f32 matmul throughput at the scorer's shapes on this machine (`cargo run -p
-/// pot-scoring --example matmul_ceiling`: 54-74 GFLOP/s), for the fraction column.
-const CEILING_GFLOPS: f64 = 65.0;
 const BEGIN: &str = "<!-- bench-scoring:begin -->";
 const END: &str = "<!-- bench-scoring:end -->";
 
@@ -196,7 +193,31 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// The machine's f32 FMA peak on `threads` threads (the `fma_peak` example): the ceiling no
+/// matmul can pass, for the fraction column.
+fn fma_peak(threads: usize) -> Result<f64> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let peak = json_of(
+        Command::new(cargo)
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "pot-gemm",
+                "--example",
+                "fma_peak",
+                "--",
+            ])
+            .arg(threads.to_string()),
+        "the fma_peak example",
+    )?;
+    peak["gflops"]
+        .as_f64()
+        .context("fma_peak printed no \"gflops\"")
+}
+
 fn scoring(o: &Options) -> Result<()> {
+    let ceiling = fma_peak(o.threads)?;
     let rows = MODELS
         .iter()
         .map(|m| bench_model(m, o))
@@ -206,22 +227,24 @@ fn scoring(o: &Options) -> Result<()> {
          (GGUF dequantised by gguf-py), {} challenges in batches of {BATCH} (pot packs a batch \
          without padding, \"padded\" is what padding to the longest sequence would cost; \
          llama.cpp evaluates each sequence alone), logits for every position, median of {} \
-         runs. GFLOP/s = 2 x parameters x tokens / s; the ceiling is burn-flex's f32 matmul at \
-         these shapes, {CEILING_GFLOPS} GFLOP/s (`matmul_ceiling` example).\n\n\
-         | model | tokens (padded) | pot tok/s | llama.cpp tok/s | pot / llama.cpp | pot GFLOP/s (% of ceiling) | llama.cpp GFLOP/s |\n\
+         runs. GFLOP/s = 2 x parameters x tokens / s (attention not counted); ceiling = the \
+         f32 FMA peak on {} threads measured in the same run, {ceiling:.0} GFLOP/s (`cargo run \
+         -p pot-gemm --example fma_peak`).\n\n\
+         | model | tokens (padded) | pot tok/s | llama.cpp tok/s | pot / llama.cpp | pot GFLOP/s (% of ceiling) | llama.cpp GFLOP/s (% of ceiling) |\n\
          |---|---|---|---|---|---|---|\n",
         o.runs,
         o.threads,
         machine(),
         BATCH * BATCHES,
-        o.runs
+        o.runs,
+        o.threads,
     );
     for r in &rows {
         let ours = r.tokens as f64 / median(r.ours.clone());
         let llama = r.tokens as f64 / median(r.llama.clone());
         let gflops = |tps: f64| 2.0 * r.params as f64 * tps / 1e9;
         table += &format!(
-            "| {} | {} ({}) | {:.0} | {:.0} | {:.2}x | {:.1} ({:.0} %) | {:.1} |\n",
+            "| {} | {} ({}) | {:.0} | {:.0} | {:.2}x | {:.1} ({:.0} %) | {:.1} ({:.0} %) |\n",
             r.model,
             r.tokens,
             r.padded,
@@ -229,8 +252,9 @@ fn scoring(o: &Options) -> Result<()> {
             llama,
             ours / llama,
             gflops(ours),
-            100.0 * gflops(ours) / CEILING_GFLOPS,
-            gflops(llama)
+            100.0 * gflops(ours) / ceiling,
+            gflops(llama),
+            100.0 * gflops(llama) / ceiling,
         );
     }
     print!("{table}");

@@ -157,20 +157,21 @@ impl Kernel {
         accumulate: bool,
     ) {
         assert!(panel.len() >= kc * NR && a.len() >= (mr - 1) * lda + kc);
-        let mut tile = [[0.0f32; NR]; MR];
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => unsafe {
+                let (a, b) = (a.as_ptr(), panel.as_ptr());
                 match mr {
-                    6 => avx2::tile::<6>(a.as_ptr(), lda, panel.as_ptr(), kc, &mut tile),
-                    5 => avx2::tile::<5>(a.as_ptr(), lda, panel.as_ptr(), kc, &mut tile),
-                    4 => avx2::tile::<4>(a.as_ptr(), lda, panel.as_ptr(), kc, &mut tile),
-                    3 => avx2::tile::<3>(a.as_ptr(), lda, panel.as_ptr(), kc, &mut tile),
-                    2 => avx2::tile::<2>(a.as_ptr(), lda, panel.as_ptr(), kc, &mut tile),
-                    _ => avx2::tile::<1>(a.as_ptr(), lda, panel.as_ptr(), kc, &mut tile),
+                    6 => avx2::tile::<6>(a, lda, b, kc, c, ldc, width, accumulate),
+                    5 => avx2::tile::<5>(a, lda, b, kc, c, ldc, width, accumulate),
+                    4 => avx2::tile::<4>(a, lda, b, kc, c, ldc, width, accumulate),
+                    3 => avx2::tile::<3>(a, lda, b, kc, c, ldc, width, accumulate),
+                    2 => avx2::tile::<2>(a, lda, b, kc, c, ldc, width, accumulate),
+                    _ => avx2::tile::<1>(a, lda, b, kc, c, ldc, width, accumulate),
                 }
             },
             Self::Portable => {
+                let mut tile = [[0.0f32; NR]; MR];
                 for (i, row) in tile.iter_mut().enumerate().take(mr) {
                     for p in 0..kc {
                         let av = a[i * lda + p];
@@ -179,19 +180,26 @@ impl Kernel {
                         }
                     }
                 }
-            }
-        }
-        for (i, row) in tile.iter().enumerate().take(mr) {
-            // SAFETY: row i of the c block, `width` values (caller's contract).
-            let out = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), width) };
-            if accumulate {
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o += v;
+                for (i, row) in tile.iter().enumerate().take(mr) {
+                    unsafe { store_row(&row[..width], c.add(i * ldc), accumulate) };
                 }
-            } else {
-                out.copy_from_slice(&row[..width]);
             }
         }
+    }
+}
+
+/// Writes (or adds) `values` to the row at `out`.
+///
+/// # Safety
+/// `out` is valid for `values.len()` writes.
+unsafe fn store_row(values: &[f32], out: *mut f32, accumulate: bool) {
+    let out = unsafe { std::slice::from_raw_parts_mut(out, values.len()) };
+    if accumulate {
+        for (o, v) in out.iter_mut().zip(values) {
+            *o += v;
+        }
+    } else {
+        out.copy_from_slice(values);
     }
 }
 
@@ -199,17 +207,22 @@ impl Kernel {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR};
+    use super::NR;
 
     /// The 6x16 micro-kernel (fewer rows for the last row block): `R` rows of `a`, one
-    /// broadcast per row and depth step, two 8-lane FMAs per row into registers.
+    /// broadcast per row and depth step, two 8-lane FMAs per row into registers, then written
+    /// (or added) to `c`; a partial last panel (`width < 16`) goes through a row buffer.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile<const R: usize>(
         a: *const f32,
         lda: usize,
         panel: *const f32,
         kc: usize,
-        out: &mut [[f32; NR]; MR],
+        c: *mut f32,
+        ldc: usize,
+        width: usize,
+        accumulate: bool,
     ) {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -222,9 +235,21 @@ mod avx2 {
                     acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                 }
             }
-            for (row, acc) in out.iter_mut().zip(&acc) {
-                _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
-                _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
+            for (i, &[mut lo, mut hi]) in acc.iter().enumerate() {
+                let row = c.add(i * ldc);
+                if width == NR {
+                    if accumulate {
+                        lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
+                        hi = _mm256_add_ps(hi, _mm256_loadu_ps(row.add(8)));
+                    }
+                    _mm256_storeu_ps(row, lo);
+                    _mm256_storeu_ps(row.add(8), hi);
+                } else {
+                    let mut buffer = [0.0f32; NR];
+                    _mm256_storeu_ps(buffer.as_mut_ptr(), lo);
+                    _mm256_storeu_ps(buffer.as_mut_ptr().add(8), hi);
+                    super::store_row(&buffer[..width], row, accumulate);
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! f32 matmul throughput at the shapes of a teacher-forced pass (N tokens x the projections of
-//! Qwen2.5-0.5B and an 8,192-row head chunk): burn-flex against pot's packed kernel
-//! (`pot_gemm`), which the CPU pass uses:
-//! `cargo run -p pot-scoring --example matmul_ceiling -- [TOKENS]`.
+//! Qwen2.5-0.5B, or SmolLM2-135M with `smollm2`, and an 8,192-row head chunk): burn-flex against
+//! pot's packed kernel (`pot_gemm`), which the CPU pass uses:
+//! `cargo run -p pot-scoring --example matmul_ceiling -- [TOKENS] [qwen|smollm2]`.
 
 use std::time::Instant;
 
@@ -13,13 +13,23 @@ fn main() {
         .nth(1)
         .map_or(1024, |s| s.parse().expect("tokens"));
     let device = Device::flex();
-    let shapes = [
-        (896, 896),
-        (896, 128),
-        (896, 4864),
-        (4864, 896),
-        (896, 8192),
-    ];
+    // (inputs, outputs): q/o, k/v, gate/up, down, head chunk.
+    let shapes = match std::env::args().nth(2).as_deref() {
+        Some("smollm2") => [
+            (576, 576),
+            (576, 192),
+            (576, 1536),
+            (1536, 576),
+            (576, 8192),
+        ],
+        _ => [
+            (896, 896),
+            (896, 128),
+            (896, 4864),
+            (4864, 896),
+            (896, 8192),
+        ],
+    };
     let rate = |s: f64, k: usize, m: usize| 2.0 * (n * k * m) as f64 / s / 1e9;
     let reps = 5;
     for (k, m) in shapes {

@@ -86,7 +86,7 @@ struct Block {
 /// burn's ndarray backend keeps burn's matmul so that it stays an independent cross-check.
 enum Linear {
     Host(PackedMatrix),
-    Device(Tensor<2>),
+    Device(Box<Tensor<2>>),
 }
 
 impl Linear {
@@ -94,7 +94,7 @@ impl Linear {
         if *device == Device::flex() {
             Self::Host(PackedMatrix::pack(values, out, inputs))
         } else {
-            Self::Device(tensor2_transposed(values, out, inputs, device))
+            Self::Device(Box::new(tensor2_transposed(values, out, inputs, device)))
         }
     }
 
@@ -106,7 +106,7 @@ impl Linear {
                 let y = w.matmul(&host_values(x)?, m);
                 Ok(Tensor::from_data(TensorData::new(y, [m, w.n]), &device))
             }
-            Self::Device(w) => Ok(x.matmul(w.clone())),
+            Self::Device(w) => Ok(x.matmul(*w.clone())),
         }
     }
 
@@ -128,7 +128,7 @@ impl Linear {
                 }
             }
             Self::Device(w) => {
-                let logits = host_values(x.matmul(w.clone()))?;
+                let logits = host_values(x.matmul(*w.clone()))?;
                 let width = cols.len();
                 for (seq, &start) in out.iter_mut().zip(starts) {
                     for i in 0..seq.len {
