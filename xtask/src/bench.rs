@@ -124,51 +124,53 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
         serde_json::json!({ "batches": batches }).to_string(),
     )?;
 
-    eprintln!("{name}: pot scorer, {} runs, {} threads", o.runs, o.threads);
+    // One timed run of each side at a time, alternating, so that both see the same machine:
+    // on a shared 2-core VM the speed drifts by 10-30 % over minutes.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ours = json_of(
-        Command::new(cargo)
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "pot-scoring",
-                "--example",
-                "bench_tokens",
-                "--",
-            ])
-            .arg(&f32_path)
-            .arg(&tokens_file)
-            .arg(o.runs.to_string())
-            .env("RAYON_NUM_THREADS", o.threads.to_string()),
-        "the bench_tokens example",
-    )?;
-    eprintln!("{name}: llama.cpp, {} runs, {} threads", o.runs, o.threads);
-    let llama = json_of(
-        Command::new("python3")
-            .arg(script_dir.join("bench_llamacpp.py"))
-            .arg(&f32_path)
-            .arg(&tokens_file)
-            .arg(o.threads.to_string())
-            .arg(o.runs.to_string()),
-        "bench_llamacpp.py (pip install llama-cpp-python==0.3.36)",
-    )?;
-    let seconds = |v: &serde_json::Value| -> Vec<f64> {
-        v["seconds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_f64())
-            .collect()
-    };
+    let (mut ours, mut llama, mut tokens, mut padded) = (Vec::new(), Vec::new(), 0, 0);
+    for run in 1..=o.runs {
+        eprintln!("{name}: run {run} of {}, {} threads: pot, then llama.cpp", o.runs, o.threads);
+        let pot = json_of(
+            Command::new(&cargo)
+                .args(["run", "--quiet", "-p", "pot-scoring", "--example", "bench_tokens", "--"])
+                .arg(&f32_path)
+                .arg(&tokens_file)
+                .arg("1")
+                .env("RAYON_NUM_THREADS", o.threads.to_string()),
+            "the bench_tokens example",
+        )?;
+        ours.extend(seconds(&pot));
+        tokens = pot["tokens"].as_u64().unwrap_or(0);
+        padded = pot["padded"].as_u64().unwrap_or(0);
+        let reference = json_of(
+            Command::new("python3")
+                .arg(script_dir.join("bench_llamacpp.py"))
+                .arg(&f32_path)
+                .arg(&tokens_file)
+                .arg(o.threads.to_string())
+                .arg("1"),
+            "bench_llamacpp.py (pip install llama-cpp-python==0.3.36)",
+        )?;
+        llama.extend(seconds(&reference));
+    }
     Ok(Row {
         model: name.to_string(),
         params: model.description().parameter_count,
-        tokens: ours["tokens"].as_u64().unwrap_or(0),
-        padded: ours["padded"].as_u64().unwrap_or(0),
-        ours: seconds(&ours),
-        llama: seconds(&llama),
+        tokens,
+        padded,
+        ours,
+        llama,
     })
+}
+
+/// The `"seconds"` list of a bench script's JSON line.
+fn seconds(v: &serde_json::Value) -> Vec<f64> {
+    v["seconds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_f64())
+        .collect()
 }
 
 fn json_path_line(cmd: &mut Command, what: &str) -> Result<PathBuf> {
@@ -227,7 +229,8 @@ fn scoring(o: &Options) -> Result<()> {
          (GGUF dequantised by gguf-py), {} challenges in batches of {BATCH} (pot packs a batch \
          without padding, \"padded\" is what padding to the longest sequence would cost; \
          llama.cpp evaluates each sequence alone), logits for every position, median of {} \
-         runs. GFLOP/s = 2 x parameters x tokens / s (attention not counted); ceiling = the \
+         runs, the two sides alternating run by run (in brackets: the lowest and highest ratio of \
+         one pair of runs). GFLOP/s = 2 x parameters x tokens / s (attention not counted); ceiling = the \
          f32 FMA peak on {} threads measured in the same run, {ceiling:.0} GFLOP/s (`cargo run \
          -p pot-gemm --example fma_peak`).\n\n\
          | model | tokens (padded) | pot tok/s | llama.cpp tok/s | pot / llama.cpp | pot GFLOP/s (% of ceiling) | llama.cpp GFLOP/s (% of ceiling) |\n\
@@ -243,14 +246,21 @@ fn scoring(o: &Options) -> Result<()> {
         let ours = r.tokens as f64 / median(r.ours.clone());
         let llama = r.tokens as f64 / median(r.llama.clone());
         let gflops = |tps: f64| 2.0 * r.params as f64 * tps / 1e9;
+        // pot / llama.cpp of each alternating pair of runs: the spread the machine allows.
+        let pairs: Vec<f64> = r.llama.iter().zip(&r.ours).map(|(l, o)| l / o).collect();
+        let (low, high) = pairs
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         table += &format!(
-            "| {} | {} ({}) | {:.0} | {:.0} | {:.2}x | {:.1} ({:.0} %) | {:.1} ({:.0} %) |\n",
+            "| {} | {} ({}) | {:.0} | {:.0} | {:.2}x ({:.2}-{:.2}x) | {:.1} ({:.0} %) | {:.1} ({:.0} %) |\n",
             r.model,
             r.tokens,
             r.padded,
             ours,
             llama,
             ours / llama,
+            low,
+            high,
             gflops(ours),
             100.0 * gflops(ours) / ceiling,
             gflops(llama),

@@ -110,3 +110,23 @@ fn ndarray_backend_matches_flex() {
     eprintln!("ndarray vs flex: max |log-prob difference| {diff:.2e}");
     assert!(diff <= 1e-4, "{diff}");
 }
+
+/// The wgpu backend (cargo feature `wgpu`) computes the same log-probs as flex. Without a GPU,
+/// Mesa's lavapipe (a CPU Vulkan driver, Debian package mesa-vulkan-drivers) runs it:
+/// `cargo test -p pot-scoring --features wgpu --test residency wgpu -- --nocapture`.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_backend_matches_flex() {
+    let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
+    let ids = batch(&model, 2);
+    let flex = run(&model, Residency::Resident, &ids);
+    let device = Backend::Wgpu.device().unwrap();
+    eprintln!("wgpu device: {device:?}");
+    let wgpu = Engine::with_residency(&model, device, Residency::Resident)
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
+    let diff = max_abs_diff(&flex, &wgpu);
+    eprintln!("wgpu vs flex: max |log-prob difference| {diff:.2e}");
+    assert!(diff <= 1e-3, "{diff}");
+}
