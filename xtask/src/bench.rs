@@ -129,10 +129,21 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let (mut ours, mut llama, mut tokens, mut padded) = (Vec::new(), Vec::new(), 0, 0);
     for run in 1..=o.runs {
-        eprintln!("{name}: run {run} of {}, {} threads: pot, then llama.cpp", o.runs, o.threads);
+        eprintln!(
+            "{name}: run {run} of {}, {} threads: pot, then llama.cpp",
+            o.runs, o.threads
+        );
         let pot = json_of(
             Command::new(&cargo)
-                .args(["run", "--quiet", "-p", "pot-scoring", "--example", "bench_tokens", "--"])
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "pot-scoring",
+                    "--example",
+                    "bench_tokens",
+                    "--",
+                ])
                 .arg(&f32_path)
                 .arg(&tokens_file)
                 .arg("1")
@@ -205,7 +216,7 @@ fn fma_peak(threads: usize) -> Result<f64> {
                 "run",
                 "--quiet",
                 "-p",
-                "pot-gemm",
+                "pot-scoring",
                 "--example",
                 "fma_peak",
                 "--",
@@ -232,7 +243,7 @@ fn scoring(o: &Options) -> Result<()> {
          runs, the two sides alternating run by run (in brackets: the lowest and highest ratio of \
          one pair of runs). GFLOP/s = 2 x parameters x tokens / s (attention not counted); ceiling = the \
          f32 FMA peak on {} threads measured in the same run, {ceiling:.0} GFLOP/s (`cargo run \
-         -p pot-gemm --example fma_peak`).\n\n\
+         -p pot-scoring --example fma_peak`).\n\n\
          | model | tokens (padded) | pot tok/s | llama.cpp tok/s | pot / llama.cpp | pot GFLOP/s (% of ceiling) | llama.cpp GFLOP/s (% of ceiling) |\n\
          |---|---|---|---|---|---|---|\n",
         o.runs,
@@ -248,9 +259,9 @@ fn scoring(o: &Options) -> Result<()> {
         let gflops = |tps: f64| 2.0 * r.params as f64 * tps / 1e9;
         // pot / llama.cpp of each alternating pair of runs: the spread the machine allows.
         let pairs: Vec<f64> = r.llama.iter().zip(&r.ours).map(|(l, o)| l / o).collect();
-        let (low, high) = pairs
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (low, high) = pairs.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
         table += &format!(
             "| {} | {} ({}) | {:.0} | {:.0} | {:.2}x ({:.2}-{:.2}x) | {:.1} ({:.0} %) | {:.1} ({:.0} %) |\n",
             r.model,

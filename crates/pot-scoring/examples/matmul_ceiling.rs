@@ -1,12 +1,10 @@
-//! f32 matmul throughput at the shapes of a teacher-forced pass (N tokens x the projections of
-//! Qwen2.5-0.5B, or SmolLM2-135M with `smollm2`, and an 8,192-row head chunk): burn-flex against
-//! pot's packed kernel (`pot_gemm`), which the CPU pass uses:
+//! burn-flex f32 matmul throughput at the shapes of a teacher-forced pass (N tokens x the
+//! projections of Qwen2.5-0.5B, or of SmolLM2-135M with `smollm2`, and an 8,192-row head chunk):
 //! `cargo run -p pot-scoring --example matmul_ceiling -- [TOKENS] [qwen|smollm2]`.
 
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use pot_gemm::PackedMatrix;
 
 fn main() {
     let n: usize = std::env::args()
@@ -30,32 +28,20 @@ fn main() {
             (896, 8192),
         ],
     };
-    let rate = |s: f64, k: usize, m: usize| 2.0 * (n * k * m) as f64 / s / 1e9;
-    let reps = 5;
     for (k, m) in shapes {
         let a = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; n * k], [n, k]), &device);
         let b = Tensor::<2>::from_data(TensorData::new(vec![0.25f32; k * m], [k, m]), &device);
         let _ = a.clone().matmul(b.clone()).into_data();
+        let reps = 5;
         let start = Instant::now();
         for _ in 0..reps {
             std::hint::black_box(a.clone().matmul(b.clone()).into_data());
         }
-        let burn = start.elapsed().as_secs_f64() / reps as f64;
-
-        let x = vec![0.5f32; n * k];
-        let w = PackedMatrix::pack(&vec![0.25f32; m * k], m, k);
-        let _ = w.matmul(&x, n);
-        let start = Instant::now();
-        for _ in 0..reps {
-            std::hint::black_box(w.matmul(&x, n));
-        }
-        let packed = start.elapsed().as_secs_f64() / reps as f64;
+        let s = start.elapsed().as_secs_f64() / reps as f64;
         println!(
-            "[{n} x {k}] x [{k} x {m}]: burn-flex {:.1} ms, {:.1} GFLOP/s; packed {:.1} ms, {:.1} GFLOP/s",
-            burn * 1e3,
-            rate(burn, k, m),
-            packed * 1e3,
-            rate(packed, k, m)
+            "[{n} x {k}] x [{k} x {m}]: {:.1} ms, {:.1} GFLOP/s",
+            s * 1e3,
+            2.0 * (n * k * m) as f64 / s / 1e9
         );
     }
 }

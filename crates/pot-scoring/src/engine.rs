@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use pot_formats::{Model, ModelConfig};
-use pot_gemm::PackedMatrix;
 use rayon::prelude::*;
 
 use crate::error::ScoringError;
@@ -54,8 +53,10 @@ impl Backend {
             #[allow(deprecated)]
             // burn 0.22 deprecates ndarray in favour of flex; kept for comparison
             Self::Ndarray => Ok(Device::ndarray()),
+            // wgpu's best adapter (a high-power GPU first); CUBECL_WGPU_DEFAULT_DEVICE overrides
+            // it, e.g. `Cpu` for a software Vulkan driver.
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => Ok(Device::default()),
+            Self::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[allow(unreachable_patterns)]
             other => Err(ScoringError::BackendUnavailable(format!(
                 "backend {other:?} was not compiled in; rebuild with `--features pot-scoring/{}`",
@@ -67,86 +68,18 @@ impl Backend {
 
 struct Block {
     attn_norm: Tensor<1>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Projections stored transposed (`[in, out]`) so the pass is `x.matmul(w)`.
+    wq: Tensor<2>,
+    wk: Tensor<2>,
+    wv: Tensor<2>,
     bq: Option<Tensor<1>>,
     bk: Option<Tensor<1>>,
     bv: Option<Tensor<1>>,
-    wo: Linear,
+    wo: Tensor<2>,
     ffn_norm: Tensor<1>,
-    w_gate: Linear,
-    w_up: Linear,
-    w_down: Linear,
-}
-
-/// The weight of a linear layer (`[out, in]` in the file) where the pass multiplies by it: on
-/// the flex (CPU) device packed for pot's own kernel, which runs these shapes about twice as fast
-/// as burn-flex's matmul (`pot_gemm`); on other devices a transposed `[in, out]` burn tensor.
-/// burn's ndarray backend keeps burn's matmul so that it stays an independent cross-check.
-enum Linear {
-    Host(PackedMatrix),
-    Device(Box<Tensor<2>>),
-}
-
-impl Linear {
-    fn new(values: &[f32], out: usize, inputs: usize, device: &Device) -> Self {
-        if *device == Device::flex() {
-            Self::Host(PackedMatrix::pack(values, out, inputs))
-        } else {
-            Self::Device(Box::new(tensor2_transposed(values, out, inputs, device)))
-        }
-    }
-
-    /// `x · Wᵀ` for `x: [N, in]`.
-    fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ScoringError> {
-        match self {
-            Self::Host(w) => {
-                let (device, m) = (x.device(), x.dims()[0]);
-                let y = w.matmul(&host_values(x)?, m);
-                Ok(Tensor::from_data(TensorData::new(y, [m, w.n]), &device))
-            }
-            Self::Device(w) => Ok(x.matmul(*w.clone())),
-        }
-    }
-
-    /// Output-head logits for the vocabulary entries `cols` (this chunk's rows) of the packed
-    /// batch `x`, written straight into each sequence's rows of `out`.
-    fn logits_into(
-        &self,
-        x: Tensor<2>,
-        out: &mut [SequenceLogProbs],
-        starts: &[usize],
-        cols: Range<usize>,
-    ) -> Result<(), ScoringError> {
-        match self {
-            Self::Host(w) => {
-                let (x, d) = (host_values(x)?, w.k);
-                for (seq, &start) in out.iter_mut().zip(starts) {
-                    let rows = &x[start * d..(start + seq.len) * d];
-                    w.matmul_into(rows, seq.len, &mut seq.values[cols.start..], seq.vocab);
-                }
-            }
-            Self::Device(w) => {
-                let logits = host_values(x.matmul(*w.clone()))?;
-                let width = cols.len();
-                for (seq, &start) in out.iter_mut().zip(starts) {
-                    for i in 0..seq.len {
-                        let from = &logits[(start + i) * width..(start + i + 1) * width];
-                        let row = i * seq.vocab;
-                        seq.values[row + cols.start..row + cols.end].copy_from_slice(from);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn host_values<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>, ScoringError> {
-    x.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| ScoringError::Backend(format!("{e:?}")))
+    w_gate: Tensor<2>,
+    w_up: Tensor<2>,
+    w_down: Tensor<2>,
 }
 
 /// Rows of the output head per chunk: the head over a large vocabulary is never one f32 matrix.
@@ -156,8 +89,8 @@ const HEAD_CHUNK_ROWS: usize = 8192;
 enum Weights<'m> {
     Resident {
         blocks: Vec<Block>,
-        /// Row chunks of the output head.
-        head: Vec<Linear>,
+        /// Transposed `[hidden, chunk]` slices of the output head.
+        head: Vec<Tensor<2>>,
         /// Embedding rows in host memory: a lookup needs no matmul.
         embedding: Vec<f32>,
     },
@@ -236,9 +169,9 @@ fn load_block(
     device: &Device,
 ) -> Result<Block, ScoringError> {
     let p = |s: &str| format!("model.layers.{i}.{s}");
-    let matrix = |name: &str| -> Result<Linear, ScoringError> {
+    let matrix = |name: &str| -> Result<Tensor<2>, ScoringError> {
         let (values, rows, cols) = source.matrix(&p(name))?;
-        Ok(Linear::new(&values, rows, cols, device))
+        Ok(tensor2_transposed(&values, rows, cols, device))
     };
     let vector = |name: &str| -> Result<Tensor<1>, ScoringError> {
         Ok(tensor1(source.vector(&p(name))?, device))
@@ -266,16 +199,16 @@ fn load_block(
     })
 }
 
-/// Head rows `rows` (one per vocabulary entry) as a linear layer.
+/// Head rows `rows` as a transposed `[hidden, rows.len()]` tensor.
 fn load_head_chunk(
     source: &Source,
     config: &ModelConfig,
     rows: Range<usize>,
     device: &Device,
-) -> Result<Linear, ScoringError> {
+) -> Result<Tensor<2>, ScoringError> {
     let n = rows.len();
     let values = source.rows(head_name(config), rows)?;
-    Ok(Linear::new(&values, n, config.hidden_size, device))
+    Ok(tensor2_transposed(&values, n, config.hidden_size, device))
 }
 
 fn head_chunks(vocab: usize) -> impl Iterator<Item = Range<usize>> {
@@ -313,7 +246,7 @@ impl<'m> Engine<'m> {
                     .map(|rows| {
                         if config.tie_word_embeddings {
                             let values = &embedding[rows.start * d..rows.end * d];
-                            Ok(Linear::new(values, rows.len(), d, &device))
+                            Ok(tensor2_transposed(values, rows.len(), d, &device))
                         } else {
                             load_head_chunk(&source, &config, rows, &device)
                         }
@@ -414,7 +347,7 @@ impl<'m> Engine<'m> {
             Weights::Resident { blocks, .. } => {
                 for block in blocks {
                     self.check_cancel()?;
-                    x = self.block(block, x, &packing)?;
+                    x = self.block(block, x, &packing);
                 }
             }
             Weights::Streamed {
@@ -429,15 +362,15 @@ impl<'m> Engine<'m> {
                         .map(|&i| load_block(source, c, i, &self.device))
                         .collect::<Result<Vec<_>, _>>()?;
                     for block in &blocks {
-                        x = self.block(block, x, &packing)?;
+                        x = self.block(block, x, &packing);
                     }
                 }
             }
         }
         let x = rms_norm(x, &self.final_norm, c.rms_norm_eps);
 
-        // Logits chunk by chunk straight into each sequence's own rows, then log-softmax per row
-        // on the host.
+        // Logits chunk by chunk into each sequence's own rows, then log-softmax per row on the
+        // host.
         let mut out: Vec<SequenceLogProbs> = batch
             .iter()
             .map(|ids| SequenceLogProbs {
@@ -448,15 +381,26 @@ impl<'m> Engine<'m> {
             .collect();
         for (k, rows) in head_chunks(vocab).enumerate() {
             self.check_cancel()?;
-            match &self.weights {
-                Weights::Resident { head, .. } => {
-                    head[k].logits_into(x.clone(), &mut out, &starts, rows)?
-                }
+            let chunk = match &self.weights {
+                Weights::Resident { head, .. } => head[k].clone(),
                 Weights::Streamed { source, .. } => {
                     let chunk = load_head_chunk(source, c, rows.clone(), &self.device)?;
                     // Keep the mapped pages of a large head from piling up chunk after chunk.
                     source.release(head_name(c));
-                    chunk.logits_into(x.clone(), &mut out, &starts, rows)?
+                    chunk
+                }
+            };
+            let logits = x
+                .clone()
+                .matmul(chunk)
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| ScoringError::Backend(format!("{e:?}")))?;
+            let width = rows.len();
+            for (seq, &start) in out.iter_mut().zip(&starts) {
+                for i in 0..seq.len {
+                    let from = &logits[(start + i) * width..(start + i + 1) * width];
+                    seq.values[i * vocab + rows.start..i * vocab + rows.end].copy_from_slice(from);
                 }
             }
         }
@@ -469,23 +413,23 @@ impl<'m> Engine<'m> {
     }
 
     /// One transformer block over the packed batch `x: [N, hidden]`.
-    fn block(&self, w: &Block, x: Tensor<2>, packing: &Packing) -> Result<Tensor<2>, ScoringError> {
+    fn block(&self, w: &Block, x: Tensor<2>, packing: &Packing) -> Tensor<2> {
         let c = &self.config;
         let (hd, heads, kv_heads) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let groups = heads / kv_heads;
         let n = x.dims()[0];
 
         let h = rms_norm(x.clone(), &w.attn_norm, c.rms_norm_eps);
-        let project = |w: &Linear, bias: &Option<Tensor<1>>| -> Result<Tensor<2>, ScoringError> {
-            let y = w.forward(h.clone())?;
-            Ok(match bias {
+        let project = |w: &Tensor<2>, bias: &Option<Tensor<1>>| {
+            let y = h.clone().matmul(w.clone());
+            match bias {
                 Some(bias) => y + bias.clone().unsqueeze_dim(0),
                 None => y,
-            })
+            }
         };
-        let q = packing.rope(project(&w.wq, &w.bq)?.reshape([n, heads, hd]));
-        let k = packing.rope(project(&w.wk, &w.bk)?.reshape([n, kv_heads, hd]));
-        let v = project(&w.wv, &w.bv)?.reshape([n, kv_heads, hd]);
+        let q = packing.rope(project(&w.wq, &w.bq).reshape([n, heads, hd]));
+        let k = packing.rope(project(&w.wk, &w.bk).reshape([n, kv_heads, hd]));
+        let v = project(&w.wv, &w.bv).reshape([n, kv_heads, hd]);
         // Attention per sequence. Grouped-query attention without copying k/v: the query heads
         // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
         // repeat_kv) are stacked along time.
@@ -515,12 +459,12 @@ impl<'m> Engine<'m> {
             })
             .collect();
         let attn = Tensor::cat(per_sequence, 0);
-        let x = x + w.wo.forward(attn)?;
+        let x = x + attn.matmul(w.wo.clone());
 
         let h = rms_norm(x.clone(), &w.ffn_norm, c.rms_norm_eps);
-        let gate = silu(w.w_gate.forward(h.clone())?);
-        let up = w.w_up.forward(h)?;
-        Ok(x + w.w_down.forward(gate * up)?)
+        let gate = silu(h.clone().matmul(w.w_gate.clone()));
+        let up = h.matmul(w.w_up.clone());
+        x + (gate * up).matmul(w.w_down.clone())
     }
 }
 

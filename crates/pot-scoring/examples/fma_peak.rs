@@ -2,7 +2,7 @@
 //! traffic. No matmul can beat it; `cargo xtask bench scoring` reports the scorer's GFLOP/s as a
 //! fraction of it. Prints one JSON line `{"threads": T, "gflops": G}`.
 //!
-//! `cargo run -p pot-gemm --example fma_peak -- [THREADS]`
+//! `cargo run -p pot-scoring --example fma_peak -- [THREADS]`
 
 fn main() {
     let threads: usize = std::env::args()
