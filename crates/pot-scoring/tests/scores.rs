@@ -111,12 +111,31 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
     for k in [32usize, 128, 512, 2048] {
         let mut worst_challenge_gap = 0.0f64;
         let mut worst_clipped_gap = 0.0f64;
+        let (mut rest_sum, mut positions) = (0.0f64, 0usize);
         for ((la, lb), ids) in a.iter().zip(&b).zip(&ids) {
             let (mut full, mut coarse) = (0.0, 0.0);
             for i in 0..ids.len() - 1 {
                 let f = full_tvd(la.row(i), lb.row(i));
-                let c = coarse_tvd(&summarise_position(la.row(i), k, ids[i + 1]), lb.row(i));
+                let record = summarise_position(la.row(i), k, ids[i + 1]);
+                let c = coarse_tvd(&record, lb.row(i));
                 assert!(c <= f + 1e-6, "coarse-graining cannot increase TVD");
+                // The gap is at most the smaller of the two remaining masses (docs/SCORING.md);
+                // the reference's is stored in the fingerprint, so every score carries a bound.
+                let rest_p = f64::from(record.log_rest).exp();
+                let kept_q: f64 = record
+                    .top
+                    .iter()
+                    .map(|&(id, _)| f64::from(lb.row(i)[id as usize]).exp())
+                    .sum();
+                let rest_q = (1.0 - kept_q).max(0.0);
+                assert!(
+                    f - c <= rest_p.min(rest_q) + 1e-5,
+                    "gap {} above the remaining-mass bound {}",
+                    f - c,
+                    rest_p.min(rest_q)
+                );
+                rest_sum += rest_p;
+                positions += 1;
                 full += f;
                 coarse += c;
             }
@@ -125,7 +144,8 @@ fn fingerprint_score_approaches_full_tvd_as_k_grows() {
             worst_clipped_gap = worst_clipped_gap.max(clip(full / n) - clip(coarse / n));
         }
         report.push(format!(
-            "k={k}: worst per-challenge gap {worst_challenge_gap:.2e}"
+            "k={k}: worst per-challenge gap {worst_challenge_gap:.2e}, mean reference remaining mass {:.2e}",
+            rest_sum / positions as f64
         ));
         assert!(
             worst_challenge_gap <= previous + 1e-12,
