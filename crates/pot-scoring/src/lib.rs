@@ -15,7 +15,10 @@ pub mod weights;
 pub use engine::{Backend, Engine, SequenceLogProbs};
 pub use error::ScoringError;
 pub use fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, PositionRecord};
-pub use score::{ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, full_tvd};
+pub use score::{
+    ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, coarse_tvd_records, full_tvd,
+    score_records,
+};
 pub use scorer::{
     FingerprintOptions, check_same_vocabulary, config_sha256, fingerprint, score_candidate,
 };
