@@ -126,7 +126,6 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
 
     // One timed run of each side at a time, alternating, so that both see the same machine:
     // on a shared 2-core VM the speed drifts by 10-30 % over minutes.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let (mut ours, mut llama, mut tokens, mut padded) = (Vec::new(), Vec::new(), 0, 0);
     for run in 1..=o.runs {
         eprintln!(
@@ -134,16 +133,7 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
             o.runs, o.threads
         );
         let pot = json_of(
-            Command::new(&cargo)
-                .args([
-                    "run",
-                    "--quiet",
-                    "-p",
-                    "pot-scoring",
-                    "--example",
-                    "bench_tokens",
-                    "--",
-                ])
+            example("bench_tokens")
                 .arg(&f32_path)
                 .arg(&tokens_file)
                 .arg("1")
@@ -172,6 +162,22 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
         ours,
         llama,
     })
+}
+
+/// `cargo run --quiet -p pot-scoring --example NAME --`, ready for the example's arguments.
+fn example(name: &str) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "pot-scoring",
+        "--example",
+        name,
+        "--",
+    ]);
+    cmd
 }
 
 /// The `"seconds"` list of a bench script's JSON line.
@@ -209,19 +215,8 @@ fn machine() -> String {
 /// The machine's f32 FMA peak on `threads` threads (the `fma_peak` example): the ceiling no
 /// matmul can pass, for the fraction column.
 fn fma_peak(threads: usize) -> Result<f64> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let peak = json_of(
-        Command::new(cargo)
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "pot-scoring",
-                "--example",
-                "fma_peak",
-                "--",
-            ])
-            .arg(threads.to_string()),
+        example("fma_peak").arg(threads.to_string()),
         "the fma_peak example",
     )?;
     peak["gflops"]

@@ -85,18 +85,39 @@ fn argmax(row: &[f32]) -> usize {
 /// Scores a candidate's per-position log-probs (rows for every position of the reference's
 /// token ids) against the reference record.
 pub fn score_challenge(reference: &ChallengeRecord, candidate_rows: &[&[f32]]) -> ChallengeScore {
-    let n = reference.positions.len();
-    let (mut tvd, mut ce, mut agree) = (0.0, 0.0, 0usize);
-    for (k, pos) in reference.positions.iter().enumerate() {
+    let per_position = reference.positions.iter().enumerate().map(|(k, pos)| {
         let row = candidate_rows[reference.first_scored + k];
-        tvd += coarse_tvd(pos, row);
         let target = reference.token_ids[reference.first_scored + k + 1] as usize;
-        ce += -f64::from(row[target]) + f64::from(pos.target_logprob);
-        agree += usize::from(
-            pos.top
+        PositionScore {
+            tvd: coarse_tvd(pos, row),
+            cross_entropy_diff: -f64::from(row[target]) + f64::from(pos.target_logprob),
+            top1_agrees: pos
+                .top
                 .first()
                 .is_some_and(|&(id, _)| id as usize == argmax(row)),
-        );
+        }
+    });
+    mean_over_positions(reference, per_position)
+}
+
+/// One scored position's contribution to a [`ChallengeScore`].
+struct PositionScore {
+    tvd: f64,
+    cross_entropy_diff: f64,
+    top1_agrees: bool,
+}
+
+/// The challenge's score and diagnostics: means over its scored positions.
+fn mean_over_positions(
+    reference: &ChallengeRecord,
+    positions: impl Iterator<Item = PositionScore>,
+) -> ChallengeScore {
+    let (mut tvd, mut ce, mut agree, mut n) = (0.0, 0.0, 0usize, 0usize);
+    for p in positions {
+        tvd += p.tvd;
+        ce += p.cross_entropy_diff;
+        agree += usize::from(p.top1_agrees);
+        n += 1;
     }
     let denom = n.max(1) as f64;
     ChallengeScore {
@@ -125,23 +146,16 @@ pub fn score_records(
             reference.challenge_id
         )));
     }
-    let n = reference.positions.len();
-    let (mut tvd, mut ce, mut agree) = (0.0, 0.0, 0usize);
-    for (p, q) in reference.positions.iter().zip(&candidate.positions) {
-        tvd += coarse_tvd_records(p, q);
-        ce += -f64::from(q.target_logprob) + f64::from(p.target_logprob);
-        agree +=
-            usize::from(matches!((p.top.first(), q.top.first()), (Some(a), Some(b)) if a.0 == b.0));
-    }
-    let denom = n.max(1) as f64;
-    Ok(ChallengeScore {
-        index: reference.index,
-        challenge_id: reference.challenge_id.clone(),
-        score: tvd / denom,
-        cross_entropy_diff: ce / denom,
-        top1_agreement: agree as f64 / denom,
-        positions: n,
-    })
+    let per_position = reference
+        .positions
+        .iter()
+        .zip(&candidate.positions)
+        .map(|(p, q)| PositionScore {
+            tvd: coarse_tvd_records(p, q),
+            cross_entropy_diff: -f64::from(q.target_logprob) + f64::from(p.target_logprob),
+            top1_agrees: matches!((p.top.first(), q.top.first()), (Some(a), Some(b)) if a.0 == b.0),
+        });
+    Ok(mean_over_positions(reference, per_position))
 }
 
 /// The top-k of a log-probability row and the log of the remaining mass.

@@ -103,24 +103,29 @@ fn int8_stays_close_to_f32() {
     assert!(mean > 0.0 && mean < 0.025, "mean TVD {mean}");
 }
 
+/// Max |log-prob difference| between `backend` and flex on two SmolLM2 challenges.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn max_diff_to_flex(backend: Backend) -> f32 {
+    let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
+    let ids = batch(&model, 2);
+    let flex = run(&model, Residency::Resident, &ids);
+    let device = backend.device().unwrap();
+    eprintln!("{backend:?} device: {device:?}");
+    let other = Engine::with_residency(&model, device, Residency::Resident)
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
+    let diff = max_abs_diff(&flex, &other);
+    eprintln!("{backend:?} vs flex: max |log-prob difference| {diff:.2e}");
+    diff
+}
+
 /// The ndarray backend (cargo feature `ndarray`) computes the same log-probs as flex:
 /// `cargo test -p pot-scoring --features ndarray --test residency`.
 #[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_backend_matches_flex() {
-    let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
-    let ids = batch(&model, 2);
-    let flex = run(&model, Residency::Resident, &ids);
-    let ndarray = Engine::with_residency(
-        &model,
-        Backend::Ndarray.device().unwrap(),
-        Residency::Resident,
-    )
-    .unwrap()
-    .forward(&ids)
-    .unwrap();
-    let diff = max_abs_diff(&flex, &ndarray);
-    eprintln!("ndarray vs flex: max |log-prob difference| {diff:.2e}");
+    let diff = max_diff_to_flex(Backend::Ndarray);
     assert!(diff <= 1e-4, "{diff}");
 }
 
@@ -130,16 +135,6 @@ fn ndarray_backend_matches_flex() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_backend_matches_flex() {
-    let model = Model::open(model_path(SMOLLM2_135M)).unwrap();
-    let ids = batch(&model, 2);
-    let flex = run(&model, Residency::Resident, &ids);
-    let device = Backend::Wgpu.device().unwrap();
-    eprintln!("wgpu device: {device:?}");
-    let wgpu = Engine::with_residency(&model, device, Residency::Resident)
-        .unwrap()
-        .forward(&ids)
-        .unwrap();
-    let diff = max_abs_diff(&flex, &wgpu);
-    eprintln!("wgpu vs flex: max |log-prob difference| {diff:.2e}");
+    let diff = max_diff_to_flex(Backend::Wgpu);
     assert!(diff <= 1e-3, "{diff}");
 }
