@@ -50,9 +50,14 @@ pub struct VerifyArgs {
     quiet: bool,
 }
 
+/// A backend that this build of pot can run: one not compiled in is a usage error, reported
+/// before any model is opened.
 fn parse_backend(name: &str) -> Result<Backend, String> {
-    Backend::parse(name)
-        .ok_or_else(|| format!("unknown backend `{name}`; choose flex, ndarray or wgpu"))
+    let backend = Backend::parse(name)
+        .ok_or_else(|| format!("unknown backend `{name}`; choose flex, ndarray or wgpu"))?;
+    // Device handles are lazy: this checks the build, it does not start the device.
+    backend.device().map_err(|e| e.to_string())?;
+    Ok(backend)
 }
 
 /// The key of a run: given, or a fresh one for this run only.

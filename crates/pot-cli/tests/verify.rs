@@ -32,6 +32,37 @@ fn a_missing_model_fails_with_a_load_error_report() {
     assert!(r["error"].as_str().unwrap().contains("does not exist"));
 }
 
+/// A backend left out of this build is refused as usage (exit 2) before any model is opened,
+/// with the build command that adds it; no report is written.
+#[test]
+fn a_backend_not_compiled_in_is_a_usage_error() {
+    if pot_scoring::Backend::Wgpu.device().is_ok() {
+        return; // this build has wgpu: nothing to refuse
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let out = pot(&[
+        "verify",
+        "--model1",
+        &smol,
+        "--model2",
+        &smol,
+        "--backend",
+        "wgpu",
+        "-q",
+        "-o",
+        &json.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cargo build -p pot-cli --features pot-scoring/wgpu"),
+        "{stderr}"
+    );
+    assert!(!json.exists());
+}
+
 #[test]
 fn merkle_cli_root_proof_verify_and_diff() {
     let dir = tempfile::tempdir().unwrap();

@@ -58,10 +58,13 @@ impl Backend {
             #[cfg(feature = "wgpu")]
             Self::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[allow(unreachable_patterns)]
-            other => Err(ScoringError::BackendUnavailable(format!(
-                "backend {other:?} was not compiled in; rebuild with `--features pot-scoring/{}`",
-                format!("{other:?}").to_lowercase()
-            ))),
+            other => {
+                let name = format!("{other:?}").to_lowercase();
+                Err(ScoringError::BackendUnavailable(format!(
+                    "backend {name} was not compiled into this pot; build it with \
+                     `cargo build -p pot-cli --features pot-scoring/{name}`"
+                )))
+            }
         }
     }
 }
