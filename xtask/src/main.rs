@@ -1,8 +1,10 @@
 //! Repository chores: `cargo xtask fixtures | golden | bench`. Run `cargo xtask help`.
 
 mod bench;
+mod detection;
 mod fixtures;
 mod simulate;
+mod variants;
 
 use std::process::{Command, ExitCode};
 
@@ -16,6 +18,12 @@ cargo xtask <task>
   fixtures --path NAME   print the cached path of one model (fetching it if needed)
   demo [ARGS...]         fetch SmolLM2-135M (cached, hash-checked) and run `pot verify` of it
                          against itself (quick mode); extra ARGS go to `pot verify`
+  variants [NAME...]     write modified copies of SmolLM2 (encodings, noise, low-rank updates,
+                         fine-tunes) under $POT_FIXTURES/variants (fine-tunes need torch +
+                         transformers: fixtures/variants/requirements.txt)
+  detection [PAIR...] [--no-write]
+                         score every variant against SmolLM2 (`pot calibrate`), replay each
+                         mode and tolerance, write the detection table into docs/STATISTICS.md
   simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
   golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
   golden --accept        run them and overwrite changed snapshots (review with `git diff`)
@@ -47,6 +55,8 @@ fn run() -> Result<()> {
         "simulate" => simulate::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo(rest),
+        "variants" => variants::run(rest),
+        "detection" => detection::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

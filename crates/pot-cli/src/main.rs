@@ -38,6 +38,9 @@ enum Command {
     Inspect(models::InspectArgs),
     /// Verify whether two models (or a model and a saved fingerprint) are the same model.
     Verify(verify::VerifyArgs),
+    /// Measure the scores between a reference and a deployment of the same weights (no early
+    /// stopping) and propose a tolerance for `pot verify --tolerance`.
+    Calibrate(verify::CalibrateArgs),
     /// Save a model's fingerprint for later `pot verify --reference`.
     Fingerprint(verify::FingerprintArgs),
     /// Tensor Merkle trees: root, inclusion proof, proof check, diff of two models.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => models::inspect_cmd(args),
         Command::Verify(args) => verify::verify_cmd(args),
         Command::Fingerprint(args) => verify::fingerprint_cmd(args),
+        Command::Calibrate(args) => verify::calibrate_cmd(args),
         Command::Merkle(args) => provenance::merkle_cmd(args),
         Command::Provenance(args) => provenance::provenance_cmd(args),
         Command::Monitor(args) => monitor::monitor_cmd(args),

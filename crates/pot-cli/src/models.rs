@@ -101,8 +101,18 @@ pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
         c.vocab_size
     );
     println!(
-        "  rope theta {}  rms eps {:e}  tied embeddings {}",
-        c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings
+        "  rope theta {}  scaling {}  rms eps {:e}  tied embeddings {}",
+        c.rope_theta,
+        serde_json::to_string(&c.rope_scaling).map_err(|e| anyhow!(e))?,
+        c.rms_norm_eps,
+        c.tie_word_embeddings
+    );
+    let window = c
+        .sliding_window
+        .map_or("none".to_string(), |w| w.to_string());
+    println!(
+        "  activation {}  sliding window {window}  biases q/k/v {} o {} mlp {}",
+        c.hidden_act, c.qkv_bias, c.o_bias, c.mlp_bias
     );
     let dtypes: Vec<String> = d.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     println!("  dtypes        {}", dtypes.join(", "));

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use clap::Args;
 use pot_challenge_kdf::MasterKey;
-use pot_orchestrator::{Progress, Report, VerifyError, VerifyOptions, fingerprint_model, verify};
+use pot_orchestrator::{
+    Progress, Report, VerifyError, VerifyOptions, fingerprint_model, score_stream, verify,
+};
 use pot_scoring::Backend;
-use pot_stats::{Method, Mode, Verdict};
+use pot_stats::{Method, Mode, Tolerance, Verdict};
 
 use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
@@ -29,6 +31,14 @@ pub struct VerifyArgs {
     /// quick (97.5 %), audit (99 %) or extended (99.9 %).
     #[arg(long, default_value = "audit", value_parser = parse_mode)]
     mode: Mode,
+    /// Tolerance gamma on the mean score (total variation distance; the clip is 2 gamma).
+    /// `default` (0.01): SAME for the same weights in any encoding pot reads (GGUF vs its
+    /// F32/F16/BF16 export, f16/bf16 storage) on any backend; DIFFERENT for fine-tunes and
+    /// low-rank updates of 2 % of the weights' norm or more. `quantized` (0.04): also SAME for
+    /// Q8_0 / int8 copies of the same weights. Or a number, e.g. from `pot calibrate`.
+    /// The measured table behind both: docs/STATISTICS.md.
+    #[arg(long, default_value = "default", value_parser = Tolerance::parse)]
+    tolerance: Tolerance,
     #[command(flatten)]
     key: KeyArgs,
     /// Run identifier (challenges differ per run id).
@@ -151,14 +161,30 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         model1: args.model1.clone().unwrap_or_default(),
         model2: args.model2.clone(),
         reference: args.reference.clone(),
-        mode: args.mode.clone(),
+        mode: args.mode.clone().with_tolerance(args.tolerance),
         method: Method::Betting,
         key,
         run_id: args.run_id.clone(),
         backend: args.backend,
         batch_size: args.batch_size,
         resources,
+        weight_evidence: true,
     };
+    // Two live models under --enable-8bit are quantised alike, so the same weights still score
+    // near 0; a fingerprint's log-probs came from unquantised weights, and int8 against them
+    // scores above the default tolerance (docs/STATISTICS.md, detection table).
+    if opts.resources.limits.enable_8bit
+        && opts.reference.is_some()
+        && args.tolerance == Tolerance::Default
+    {
+        return Err(exit::fail(
+            exit::USAGE,
+            anyhow!(
+                "--enable-8bit against a saved fingerprint adds int8 noise above the default \
+                 tolerance: add --tolerance quantized, or drop --enable-8bit"
+            ),
+        ));
+    }
     let printer = ProgressPrinter::new(args.quiet);
     let result = verify(&opts, |e| printer.show(e));
     let (json, code) = match &result {
@@ -181,11 +207,24 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
             )
         }
     };
-    if let Some(out) = &args.output {
+    // A report that cannot be written must not hide the verdict: print it first, then fail
+    // with the write error (exit 6, not a usage error).
+    let written = args.output.as_ref().map(|out| {
         write_atomically(
             out,
             &serde_json::to_string_pretty(&json).map_err(|e| anyhow!(e))?,
-        )?;
+        )
+    });
+    if let Some(Err(e)) = written {
+        if let Ok(report) = &result
+            && !report.memory_aborted()
+        {
+            print_summary(report.json(), report.final_decision());
+        }
+        return Err(exit::fail(
+            exit::RUNTIME,
+            e.context("the report could not be written (the verdict above stands)"),
+        ));
     }
     match result {
         Ok(report) if report.memory_aborted() => {
@@ -225,6 +264,37 @@ fn print_summary(r: &serde_json::Value, verdict: Verdict) {
             d["ci_lower"].as_f64().unwrap_or(f64::NAN),
             d["ci_upper"].as_f64().unwrap_or(f64::NAN)
         );
+    }
+    if d.is_object() {
+        println!(
+            "tolerance {} ({}), scores clipped at {}",
+            d["gamma"],
+            d["tolerance"].as_str().unwrap_or("?"),
+            d["clip"]
+        );
+    }
+    let p = &r["provenance"];
+    let diff = &p["differing_tensors"];
+    if let (Some(count), Some(total)) = (diff["count"].as_u64(), diff["total"].as_u64()) {
+        if count == 0 && p["identical_weights"] == true {
+            println!("weights: identical ({total} tensors, same architecture)");
+        } else if count == 0 {
+            println!("weights: identical tensors, different architecture hashes");
+        } else {
+            let names: Vec<&str> = diff["first"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let more = if count as usize > names.len() {
+                ", ..."
+            } else {
+                ""
+            };
+            println!(
+                "weights: {count} of {total} stored tensors differ: {}{more}",
+                names.join(", ")
+            );
+        }
     }
     println!(
         "config hash match {} | tokenizer {} | peak memory {:.2} GB | {:.1} s",
@@ -282,6 +352,12 @@ pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
             plan.budget_bytes as f64 / 1e9
         );
     }
+    if resources.limits.enable_8bit && !args.quiet {
+        eprintln!(
+            "note: this fingerprint comes from int8 weights; verify against it with \
+             --tolerance quantized (int8 noise is above the default tolerance)"
+        );
+    }
     fp.save(&args.output)
         .map_err(|e| exit::fail(exit::RUNTIME, anyhow!(e)))?;
     println!(
@@ -291,5 +367,140 @@ pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
         fp.header.top_k,
         fp.header.commitment
     );
+    Ok(exit::SAME)
+}
+
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// Reference model (GGUF file or Hugging Face directory).
+    #[arg(long)]
+    model1: PathBuf,
+    /// A deployment of the same weights (another encoding, engine or backend).
+    #[arg(long)]
+    model2: PathBuf,
+    /// Challenges to score (all of them: no early stopping).
+    #[arg(short = 'n', long = "count", default_value_t = 48)]
+    count: u64,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Run identifier (challenges differ per run id).
+    #[arg(long, default_value = "calibrate")]
+    run_id: String,
+    /// Compute backend: flex (CPU, default), ndarray or wgpu when compiled in.
+    #[arg(long, default_value = "flex", value_parser = parse_backend)]
+    backend: Backend,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[command(flatten)]
+    resources: ResourceArgs,
+    /// Write the scores here, one per line (input for `pot decide --scores`).
+    #[arg(long)]
+    scores_out: Option<PathBuf>,
+    /// Print JSON (scores, noise summary, proposed tolerance).
+    #[arg(long)]
+    json: bool,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `pot calibrate`: the per-challenge scores of a same-weights pair and the tolerance the rule
+/// of docs/STATISTICS.md proposes from them (`pot_stats::calibrate`).
+pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
+    if args.count == 0 {
+        return Err(exit::fail(
+            exit::USAGE,
+            anyhow!("--count must be at least 1"),
+        ));
+    }
+    let resources = args.resources.apply()?;
+    let key = run_key(&args.key, args.quiet || args.json)?;
+    let opts = VerifyOptions {
+        model1: args.model1.clone(),
+        model2: args.model2.clone(),
+        reference: None,
+        mode: Mode::quick_gate(),
+        method: Method::Betting,
+        key,
+        run_id: args.run_id.clone(),
+        backend: args.backend,
+        batch_size: args.batch_size,
+        resources,
+        weight_evidence: false,
+    };
+    let printer = ProgressPrinter::new(args.quiet || args.json);
+    let report = score_stream(opts, args.count, |e| printer.show(e))
+        .map_err(|e| exit::fail(error_code(&e), anyhow!(e)))?;
+    let r = report.json();
+    if report.memory_aborted() {
+        return Err(exit::fail(
+            exit::MEMORY,
+            anyhow!("{}", r["error"].as_str().unwrap_or("memory limit exceeded")),
+        ));
+    }
+    if r["security"]["tokenizer"]["verdict"] == "incompatible" {
+        return Err(exit::fail(
+            exit::LOAD_FAILED,
+            anyhow!(
+                "the tokenizers differ, so these are not the same weights: {}",
+                r["reason"].as_str().unwrap_or("")
+            ),
+        ));
+    }
+    let scores: Vec<f64> = r["trace"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|e| e["score"].as_f64()).collect())
+        .unwrap_or_default();
+    let calibration = pot_stats::calibrate(&scores, pot_stats::DEFAULT_MARGIN)
+        .ok_or_else(|| exit::fail(exit::RUNTIME, anyhow!("no challenge produced a score")))?;
+    if let Some(path) = &args.scores_out {
+        let text: String = scores.iter().map(|s| format!("{s}\n")).collect();
+        write_atomically(path, &text).map_err(|e| exit::fail(exit::RUNTIME, e))?;
+    }
+    let fits = |gamma: f64| calibration.gamma <= gamma;
+    if args.json {
+        let out = serde_json::json!({
+            "model1": args.model1,
+            "model2": args.model2,
+            "run_id": args.run_id,
+            "key_id": r["challenges"]["key_id"],
+            "scores": scores,
+            "calibration": calibration,
+            "default_tolerance_covers": fits(pot_stats::DEFAULT_GAMMA),
+            "quantized_tolerance_covers": fits(pot_stats::QUANTIZED_GAMMA),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| anyhow!(e))?
+        );
+    } else {
+        println!(
+            "{} challenges: mean score {:.6}, sd {:.6}, max {:.6}",
+            calibration.n, calibration.noise_mean, calibration.noise_sd, calibration.noise_max
+        );
+        println!(
+            "proposed tolerance {:.6} = {} x max(max, mean + 3 sd)",
+            calibration.gamma, calibration.margin
+        );
+        let advice = if fits(pot_stats::DEFAULT_GAMMA) {
+            format!(
+                "the default tolerance {} covers this deployment",
+                pot_stats::DEFAULT_GAMMA
+            )
+        } else if fits(pot_stats::QUANTIZED_GAMMA) {
+            format!(
+                "above the default {}: use --tolerance quantized ({})",
+                pot_stats::DEFAULT_GAMMA,
+                pot_stats::QUANTIZED_GAMMA
+            )
+        } else {
+            format!(
+                "above the quantized setting {}: --tolerance {:.4} would accept it, and with it \
+                 any modification scoring below that (docs/STATISTICS.md)",
+                pot_stats::QUANTIZED_GAMMA,
+                calibration.gamma
+            )
+        };
+        println!("{advice}");
+    }
     Ok(exit::SAME)
 }

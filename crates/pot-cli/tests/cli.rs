@@ -175,3 +175,116 @@ fn inspect_a_missing_model_says_what_to_do() {
     assert_eq!(out.status.code(), Some(4));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
+
+/// A copy of a committed tiny transformers model (fixtures/transformers-parity) whose config
+/// `edit` changes, and optionally with an extra tensor appended to the safetensors file.
+fn tiny_model_with(dir: &Path, edit: impl FnOnce(&mut serde_json::Value), extra: bool) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/transformers-parity/llama-default");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let bytes = if extra {
+        with_extra_tensor(&bytes)
+    } else {
+        bytes
+    };
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    dir.display().to_string()
+}
+
+/// The safetensors file with one more tensor, `model.layers.0.mlp.extra_proj.weight` (2 f32),
+/// appended: a weight no part of the forward pass reads.
+fn with_extra_tensor(bytes: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header["model.layers.0.mlp.extra_proj.weight"] = serde_json::json!({
+        "dtype": "F32", "shape": [2], "data_offsets": [data.len(), data.len() + 8]
+    });
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&[0u8; 8]);
+    out
+}
+
+#[test]
+fn configs_pot_cannot_compute_exactly_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown rope type",
+            tiny_model_with(
+                &dir.path().join("rope"),
+                |c| c["rope_parameters"]["rope_type"] = "dynamic".into(),
+                false,
+            ),
+            "rope_parameters.rope_type",
+        ),
+        (
+            "unknown activation",
+            tiny_model_with(
+                &dir.path().join("act"),
+                |c| c["hidden_act"] = "gelu".into(),
+                false,
+            ),
+            "hidden_act",
+        ),
+        (
+            "extra tensor",
+            tiny_model_with(&dir.path().join("extra"), |_| {}, true),
+            "model.layers.0.mlp.extra_proj.weight",
+        ),
+        (
+            "layout conflict",
+            tiny_model_with(
+                &dir.path().join("theta"),
+                |c| c["rope_theta"] = 500.0.into(),
+                false,
+            ),
+            "disagree",
+        ),
+        (
+            "crafted size",
+            tiny_model_with(
+                &dir.path().join("layers"),
+                |c| c["num_hidden_layers"] = 4_000_000_000u64.into(),
+                false,
+            ),
+            "num_hidden_layers",
+        ),
+    ];
+    for (what, model, needle) in cases {
+        let out = pot(&["inspect", &model]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+    }
+    // Both transformers layouts describe the same function: same architecture hash.
+    let five = tiny_model_with(&dir.path().join("five"), |_| {}, false);
+    let four = tiny_model_with(
+        &dir.path().join("four"),
+        |c| {
+            let theta = c["rope_parameters"]["rope_theta"].clone();
+            c.as_object_mut().unwrap().remove("rope_parameters");
+            c["rope_theta"] = theta;
+        },
+        false,
+    );
+    let hash = |m: &str| {
+        let out = pot(&["inspect", m, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["config_hashes"]["architecture_sha256"].clone()
+    };
+    assert_eq!(hash(&five), hash(&four));
+    assert!(hash(&five).is_string());
+}

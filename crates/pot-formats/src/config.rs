@@ -1,17 +1,25 @@
-//! The architecture hyper-parameters of a model, from config.json or from GGUF metadata.
+//! The forward-pass parameters of a model, from config.json (both layouts transformers has
+//! written: 4.x top-level keys and `rope_scaling`, 5.x `rope_parameters`) or from GGUF metadata.
+//!
+//! Implement or refuse, never default: every key that changes what the forward pass computes is
+//! either read and implemented, or refused with an error naming the key and its value. A key may
+//! be absent only where transformers (for config.json, per `model_type`) or llama.cpp (for GGUF)
+//! uses the same default; those defaults are listed in docs/SCORING.md with their source.
 
 use std::path::Path;
 
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
 
 use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
+use crate::rope::{RopeScaling, yarn_mscale};
 
 /// Transformer families the forward pass implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
-    /// LLaMA / SmolLM2 / Mistral: RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases.
+    /// LLaMA / SmolLM2 / Mistral: RMSNorm, SwiGLU, RoPE, grouped-query attention; biases and a
+    /// sliding window where the config declares them.
     Llama,
     /// Qwen2: the LLaMA block with biases on the q, k and v projections.
     Qwen2,
@@ -45,13 +53,17 @@ impl Architecture {
             _ => None,
         }
     }
-
-    /// Whether q, k and v projections carry biases.
-    pub fn qkv_bias(self) -> bool {
-        self == Architecture::Qwen2
-    }
 }
 
+/// Upper bounds on sizes read from a config, so a crafted file is refused before anything is
+/// allocated from it (the largest released dense models are well inside them).
+const MAX_LAYERS: usize = 1_024;
+const MAX_HIDDEN: usize = 1 << 17;
+const MAX_HEADS: usize = 4_096;
+const MAX_VOCAB: usize = 1 << 22;
+
+/// Everything the forward pass computes with. [`ModelConfig::forward_parameters`] is what the
+/// architecture hash covers, so two files describing the same function hash equal.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelConfig {
     pub architecture: Architecture,
@@ -63,11 +75,107 @@ pub struct ModelConfig {
     pub head_dim: usize,
     pub vocab_size: usize,
     pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
     pub rms_norm_eps: f64,
     pub tie_word_embeddings: bool,
+    /// Attention sees at most this many keys back (the query's own position included).
+    pub sliding_window: Option<usize>,
+    /// Biases on the q, k and v projections.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    /// Biases on the gate, up and down projections.
+    pub mlp_bias: bool,
+    /// The MLP's activation; only `silu` is implemented (others are refused).
+    pub hidden_act: String,
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+}
+
+/// Typed reads of config.json keys: a key present with the wrong type is an error, never a
+/// default.
+struct HfKeys<'a> {
+    path: &'a Path,
+    json: &'a Map<String, Json>,
+}
+
+impl<'a> HfKeys<'a> {
+    fn invalid(&self, reason: String) -> FormatError {
+        FormatError::InvalidConfig {
+            path: self.path.into(),
+            reason,
+        }
+    }
+
+    fn present(&self, key: &str) -> Option<&'a Json> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        self.present(key)
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or_else(|| self.invalid(format!("`{key}` = {v} is not a whole number")))
+            })
+            .transpose()
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| self.invalid(format!("`{key}` is missing")))
+    }
+
+    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+        self.present(key)
+            .map(|v| {
+                v.as_f64()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| self.invalid(format!("`{key}` = {v} is not a finite number")))
+            })
+            .transpose()
+    }
+
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+        self.present(key)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| self.invalid(format!("`{key}` = {v} is not true or false")))
+            })
+            .transpose()
+    }
+}
+
+/// The transformers defaults pot relies on, per `model_type` (transformers 5.x
+/// `configuration_<type>.py`; listed in docs/SCORING.md).
+struct HfDefaults {
+    num_key_value_heads: Option<usize>,
+    max_position_embeddings: usize,
+    sliding_window: Option<usize>,
+}
+
+fn hf_defaults(model_type: &str) -> HfDefaults {
+    match model_type {
+        // MistralConfig: num_key_value_heads=8, max_position_embeddings=4096*32, sliding_window=4096.
+        "mistral" => HfDefaults {
+            num_key_value_heads: Some(8),
+            max_position_embeddings: 4096 * 32,
+            sliding_window: Some(4096),
+        },
+        // Qwen2Config: num_key_value_heads=32, max_position_embeddings=32768.
+        "qwen2" => HfDefaults {
+            num_key_value_heads: Some(32),
+            max_position_embeddings: 32768,
+            sliding_window: None,
+        },
+        // LlamaConfig: num_key_value_heads=None -> num_attention_heads, max 2048.
+        _ => HfDefaults {
+            num_key_value_heads: None,
+            max_position_embeddings: 2048,
+            sliding_window: None,
+        },
+    }
 }
 
 impl ModelConfig {
@@ -76,41 +184,147 @@ impl ModelConfig {
             path: path.into(),
             reason,
         };
-        let json: Json =
+        let value: Json =
             serde_json::from_str(text).map_err(|e| invalid(format!("not JSON ({e})")))?;
-        let arch_name = json["model_type"]
-            .as_str()
-            .or_else(|| json["architectures"][0].as_str())
+        let json = value
+            .as_object()
+            .ok_or_else(|| invalid("the top level is not a JSON object".into()))?;
+        let keys = HfKeys { path, json };
+        let arch_name = json
+            .get("model_type")
+            .and_then(Json::as_str)
+            .or_else(|| json.get("architectures")?.get(0)?.as_str())
             .ok_or_else(|| invalid("neither model_type nor architectures is set".into()))?;
         let architecture = Architecture::parse(path, arch_name)?;
-        let usize_field = |key: &str| -> Result<usize> {
-            json[key]
-                .as_u64()
-                .map(|v| v as usize)
-                .ok_or_else(|| invalid(format!("`{key}` is missing or not a whole number")))
+        let model_type = match arch_name.to_ascii_lowercase().as_str() {
+            "mistral" | "mistralforcausallm" => "mistral",
+            "qwen2" | "qwen2forcausallm" => "qwen2",
+            _ => "llama",
         };
-        let hidden_size = usize_field("hidden_size")?;
-        let num_attention_heads = usize_field("num_attention_heads")?;
+        let defaults = hf_defaults(model_type);
+
+        let hidden_size = keys.usize("hidden_size")?;
+        let num_attention_heads = keys.usize("num_attention_heads")?;
+        let num_key_value_heads = match keys.usize_opt("num_key_value_heads")? {
+            Some(n) => n,
+            None => defaults.num_key_value_heads.unwrap_or(num_attention_heads),
+        };
+        let head_dim = match keys.usize_opt("head_dim")? {
+            Some(d) => d,
+            None => hidden_size / num_attention_heads.max(1),
+        };
+        let max_position_embeddings = keys
+            .usize_opt("max_position_embeddings")?
+            .unwrap_or(defaults.max_position_embeddings);
+
+        let hidden_act = match keys.present("hidden_act") {
+            None => "silu".to_string(),
+            Some(Json::String(s)) if s == "silu" || s == "swish" => "silu".to_string(),
+            Some(other) => {
+                return Err(unsupported(
+                    path,
+                    "hidden_act",
+                    other,
+                    "only silu (SwiGLU) is implemented for the LLaMA family",
+                ));
+            }
+        };
+        if let Some(factor) = keys.f64_opt("partial_rotary_factor")?
+            && factor != 1.0
+        {
+            return Err(unsupported(
+                path,
+                "partial_rotary_factor",
+                &json!(factor),
+                "RoPE over part of each head is not implemented for the LLaMA family",
+            ));
+        }
+        for key in ["pretraining_tp"] {
+            // transformers 4.x sliced the projections when pretraining_tp > 1: the same function
+            // up to rounding, but not the same arithmetic; refuse rather than guess.
+            if let Some(tp) = keys.usize_opt(key)?
+                && tp > 1
+            {
+                return Err(unsupported(
+                    path,
+                    key,
+                    &json!(tp),
+                    "sliced projections are not implemented",
+                ));
+            }
+        }
+
+        let (rope_theta, rope_scaling) = hf_rope(&keys, max_position_embeddings)?;
+
+        let (qkv_bias, o_bias, mlp_bias, sliding_window) = match model_type {
+            // LlamaAttention / LlamaMLP: bias = config.attention_bias / config.mlp_bias.
+            "llama" => {
+                let attention = keys.bool_opt("attention_bias")?.unwrap_or(false);
+                let mlp = keys.bool_opt("mlp_bias")?.unwrap_or(false);
+                (attention, attention, mlp, None)
+            }
+            // MistralAttention: no biases; the window applies to every layer.
+            "mistral" => {
+                let window = if json.contains_key("sliding_window") {
+                    keys.usize_opt("sliding_window")?
+                } else {
+                    defaults.sliding_window
+                };
+                (false, false, false, window)
+            }
+            // Qwen2Attention: q, k, v biases; a window only with use_sliding_window.
+            _ => {
+                if keys.bool_opt("use_sliding_window")?.unwrap_or(false) {
+                    return Err(unsupported(
+                        path,
+                        "use_sliding_window",
+                        &json!(true),
+                        "Qwen2's per-layer sliding window is not implemented",
+                    ));
+                }
+                if let Some(Json::Array(types)) = keys.present("layer_types")
+                    && types.iter().any(|t| t.as_str() != Some("full_attention"))
+                {
+                    return Err(unsupported(
+                        path,
+                        "layer_types",
+                        &Json::Array(types.clone()),
+                        "only full_attention layers are implemented for qwen2",
+                    ));
+                }
+                (true, false, false, None)
+            }
+        };
+
         let config = Self {
             architecture,
             hidden_size,
-            intermediate_size: usize_field("intermediate_size")?,
-            num_hidden_layers: usize_field("num_hidden_layers")?,
+            intermediate_size: keys.usize("intermediate_size")?,
+            num_hidden_layers: keys.usize("num_hidden_layers")?,
             num_attention_heads,
-            num_key_value_heads: json["num_key_value_heads"]
-                .as_u64()
-                .map_or(num_attention_heads, |v| v as usize),
-            head_dim: json["head_dim"]
-                .as_u64()
-                .map_or(hidden_size / num_attention_heads.max(1), |v| v as usize),
-            vocab_size: usize_field("vocab_size")?,
-            rope_theta: json["rope_theta"].as_f64().unwrap_or(10_000.0),
-            rms_norm_eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-6),
-            tie_word_embeddings: json["tie_word_embeddings"].as_bool().unwrap_or(false),
-            max_position_embeddings: json["max_position_embeddings"].as_u64().unwrap_or(2048)
-                as usize,
-            bos_token_id: json["bos_token_id"].as_u64().map(|v| v as u32),
-            eos_token_id: json["eos_token_id"].as_u64().map(|v| v as u32),
+            num_key_value_heads,
+            head_dim,
+            vocab_size: keys.usize("vocab_size")?,
+            rope_theta,
+            rope_scaling,
+            // 1e-6 in LlamaConfig, MistralConfig and Qwen2Config.
+            rms_norm_eps: keys.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
+            // False in LlamaConfig, MistralConfig and Qwen2Config.
+            tie_word_embeddings: keys.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+            sliding_window,
+            qkv_bias,
+            o_bias,
+            mlp_bias,
+            hidden_act,
+            max_position_embeddings,
+            bos_token_id: json
+                .get("bos_token_id")
+                .and_then(Json::as_u64)
+                .and_then(|v| u32::try_from(v).ok()),
+            eos_token_id: json
+                .get("eos_token_id")
+                .and_then(Json::as_u64)
+                .and_then(|v| u32::try_from(v).ok()),
         };
         config.validate(path)?;
         Ok(config)
@@ -118,65 +332,121 @@ impl ModelConfig {
 
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let path = file.path();
+        let invalid = |reason: String| FormatError::InvalidConfig {
+            path: path.into(),
+            reason,
+        };
         let arch_name = file
             .get("general.architecture")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| FormatError::InvalidConfig {
-                path: path.into(),
-                reason: "general.architecture is missing".into(),
-            })?;
+            .ok_or_else(|| invalid("general.architecture is missing".into()))?;
         let architecture = Architecture::parse(path, arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
+        let num_opt = |k: &str| -> Result<Option<usize>> {
+            match file.get(&key(k)) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("metadata `{}` is not a whole number", key(k)))),
+            }
+        };
         let num = |k: &str| -> Result<usize> {
-            file.get(&key(k))
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| FormatError::InvalidConfig {
-                    path: path.into(),
-                    reason: format!("metadata `{}` is missing", key(k)),
-                })
+            num_opt(k)?.ok_or_else(|| invalid(format!("metadata `{}` is missing", key(k))))
+        };
+        let float_opt = |k: &str| -> Result<Option<f64>> {
+            match file.get(&key(k)) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|v| v.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("metadata `{}` is not a number", key(k)))),
+            }
         };
         let hidden_size = num("embedding_length")?;
         let num_attention_heads = num("attention.head_count")?;
-        let vocab_size = match file.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
-            Some(v) => v as usize,
+        let vocab_size = match num_opt("vocab_size")? {
+            Some(v) => v,
             None => file
                 .get("tokenizer.ggml.tokens")
                 .and_then(|v| v.as_array())
                 .map(|a| a.len())
-                .ok_or_else(|| FormatError::InvalidConfig {
-                    path: path.into(),
-                    reason: "neither vocab_size nor tokenizer.ggml.tokens is present".into(),
+                .ok_or_else(|| {
+                    invalid("neither vocab_size nor tokenizer.ggml.tokens is present".into())
                 })?,
         };
+        let head_dim =
+            num_opt("attention.key_length")?.unwrap_or(hidden_size / num_attention_heads.max(1));
+        if let Some(value_length) = num_opt("attention.value_length")?
+            && value_length != head_dim
+        {
+            return Err(unsupported(
+                path,
+                &key("attention.value_length"),
+                &json!(value_length),
+                "value heads of another width than key heads are not implemented",
+            ));
+        }
+        if let Some(rot) = num_opt("rope.dimension_count")?
+            && rot != head_dim
+        {
+            return Err(unsupported(
+                path,
+                &key("rope.dimension_count"),
+                &json!(rot),
+                "RoPE over part of each head is not implemented",
+            ));
+        }
+        if let Some(experts) = num_opt("expert_count")?
+            && experts > 0
+        {
+            return Err(unsupported(
+                path,
+                &key("expert_count"),
+                &json!(experts),
+                "mixture-of-experts models are not implemented yet",
+            ));
+        }
+        let max_position_embeddings = num_opt("context_length")?.unwrap_or(2048);
+        let rope_scaling = gguf_rope(file, arch_name, max_position_embeddings)?;
+        // Biases are optional tensors in llama.cpp's llama and qwen2 graphs: present means used.
+        let has = |t: &str| file.tensor(&format!("blk.0.{t}")).is_some();
         let config = Self {
             architecture,
             hidden_size,
             intermediate_size: num("feed_forward_length")?,
             num_hidden_layers: num("block_count")?,
             num_attention_heads,
-            num_key_value_heads: num("attention.head_count_kv").unwrap_or(num_attention_heads),
-            head_dim: num("attention.key_length")
-                .unwrap_or(hidden_size / num_attention_heads.max(1)),
+            num_key_value_heads: num_opt("attention.head_count_kv")?.unwrap_or(num_attention_heads),
+            head_dim,
             vocab_size,
-            rope_theta: file
-                .get(&key("rope.freq_base"))
-                .and_then(|v| v.as_f64())
-                .unwrap_or(10_000.0),
-            rms_norm_eps: file
-                .get(&key("attention.layer_norm_rms_epsilon"))
-                .and_then(|v| v.as_f64())
-                .unwrap_or(1e-6),
+            // llama.cpp's default when the key is absent (llama-model.cpp: rope_freq_base_train).
+            rope_theta: float_opt("rope.freq_base")?.unwrap_or(10_000.0),
+            rope_scaling,
+            // llama.cpp requires it for llama and qwen2; so do we.
+            rms_norm_eps: float_opt("attention.layer_norm_rms_epsilon")?.ok_or_else(|| {
+                invalid(format!(
+                    "metadata `{}` is missing",
+                    key("attention.layer_norm_rms_epsilon")
+                ))
+            })?,
             tie_word_embeddings: file.tensor("output.weight").is_none(),
-            max_position_embeddings: num("context_length").unwrap_or(2048),
+            sliding_window: num_opt("attention.sliding_window")?,
+            qkv_bias: has("attn_q.bias"),
+            o_bias: has("attn_output.bias"),
+            mlp_bias: has("ffn_up.bias"),
+            hidden_act: "silu".into(),
+            max_position_embeddings,
             bos_token_id: file
                 .get("tokenizer.ggml.bos_token_id")
                 .and_then(|v| v.as_u64())
-                .map(|v| v as u32),
+                .and_then(|v| u32::try_from(v).ok()),
             eos_token_id: file
                 .get("tokenizer.ggml.eos_token_id")
                 .and_then(|v| v.as_u64())
-                .map(|v| v as u32),
+                .and_then(|v| u32::try_from(v).ok()),
         };
         config.validate(path)?;
         Ok(config)
@@ -189,16 +459,24 @@ impl ModelConfig {
                 reason,
             })
         };
-        if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
-            return invalid(
-                "hidden_size, num_hidden_layers and vocab_size must be positive".into(),
-            );
+        for (name, value, max) in [
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("intermediate_size", self.intermediate_size, 8 * MAX_HIDDEN),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HIDDEN),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+        ] {
+            if value == 0 || value > max {
+                return invalid(format!(
+                    "`{name}` = {value} is outside 1..={max}, the range pot accepts"
+                ));
+            }
         }
-        if self.num_attention_heads == 0
-            || self.num_key_value_heads == 0
-            || !self
-                .num_attention_heads
-                .is_multiple_of(self.num_key_value_heads)
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
         {
             return invalid(format!(
                 "{} attention heads cannot be grouped over {} key/value heads",
@@ -208,16 +486,91 @@ impl ModelConfig {
         if !self.head_dim.is_multiple_of(2) {
             return invalid(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
+        if self.num_attention_heads * self.head_dim > 8 * MAX_HIDDEN {
+            return invalid(format!(
+                "{} heads of {} dimensions exceed the {} pot accepts",
+                self.num_attention_heads,
+                self.head_dim,
+                8 * MAX_HIDDEN
+            ));
+        }
+        if self.rope_theta.is_nan() || self.rope_theta <= 1.0 {
+            return invalid(format!("rope_theta {} must be above 1", self.rope_theta));
+        }
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps < 0.0 {
+            return invalid(format!("rms_norm_eps {} must be >= 0", self.rms_norm_eps));
+        }
+        if self.sliding_window == Some(0) {
+            return invalid("sliding_window 0 would attend to nothing".into());
+        }
         Ok(())
     }
 
-    /// A Hugging Face config.json for this configuration (what `pot convert` writes).
+    /// What the forward pass computes with, values as the pass uses them: the fields of the
+    /// architecture hash (pot-security) and of `pot inspect`. Floats are rounded to f32 (GGUF
+    /// stores them so), so a GGUF and the config.json of the same model agree.
+    pub fn forward_parameters(&self) -> Json {
+        let f = |v: f64| json!(v as f32);
+        let scaling = match &self.rope_scaling {
+            RopeScaling::Default => json!({"rope_type": "default"}),
+            RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": f(*factor)}),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => json!({
+                "rope_type": "llama3", "factor": f(*factor),
+                "low_freq_factor": f(*low_freq_factor), "high_freq_factor": f(*high_freq_factor),
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                truncate,
+            } => json!({
+                "rope_type": "yarn", "factor": f(*factor),
+                "original_max_position_embeddings": original_max_position_embeddings,
+                "beta_fast": f(*beta_fast), "beta_slow": f(*beta_slow),
+                "attention_factor": f(*attention_factor), "truncate": truncate,
+            }),
+        };
+        json!({
+            "architecture": self.architecture.name(),
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "rope_theta": f(self.rope_theta),
+            "rope_scaling": scaling,
+            "rms_norm_eps": f(self.rms_norm_eps),
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "sliding_window": self.sliding_window,
+            "qkv_bias": self.qkv_bias,
+            "o_bias": self.o_bias,
+            "mlp_bias": self.mlp_bias,
+            "hidden_act": self.hidden_act,
+        })
+    }
+
+    /// A Hugging Face config.json for this configuration (what `pot convert` writes), in the
+    /// transformers 4.x layout (top-level `rope_theta`, `rope_scaling`), which 5.x also reads.
     pub fn to_hf_json(&self, torch_dtype: &str) -> Json {
         let (arch, model_type) = match self.architecture {
             Architecture::Llama => ("LlamaForCausalLM", "llama"),
             Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
         };
-        json!({
+        let rope_scaling = match &self.rope_scaling {
+            RopeScaling::Default => Json::Null,
+            other => serde_json::to_value(other).expect("serialisable"),
+        };
+        let mut out = json!({
             "architectures": [arch],
             "model_type": model_type,
             "hidden_size": self.hidden_size,
@@ -228,13 +581,235 @@ impl ModelConfig {
             "head_dim": self.head_dim,
             "vocab_size": self.vocab_size,
             "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
             "rms_norm_eps": self.rms_norm_eps,
             "tie_word_embeddings": self.tie_word_embeddings,
             "max_position_embeddings": self.max_position_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
-            "hidden_act": "silu",
+            "hidden_act": self.hidden_act,
             "torch_dtype": torch_dtype,
-        })
+        });
+        if self.architecture == Architecture::Llama {
+            // A window or an o/MLP bias is not expressible in a llama config: say so by refusing
+            // in convert (checked there) rather than writing a config that computes otherwise.
+            out["attention_bias"] = json!(self.qkv_bias && self.o_bias);
+            out["mlp_bias"] = json!(self.mlp_bias);
+        }
+        out
     }
+
+    /// Whether [`Self::to_hf_json`] describes exactly this function (transformers' llama config
+    /// has one switch for q/k/v/o biases and no window; qwen2 has fixed q/k/v biases).
+    pub fn expressible_as_hf(&self) -> std::result::Result<(), String> {
+        match self.architecture {
+            Architecture::Llama if self.qkv_bias != self.o_bias => Err(format!(
+                "q/k/v biases {} but output bias {}: a llama config.json sets both with one key",
+                self.qkv_bias, self.o_bias
+            )),
+            Architecture::Qwen2 if !self.qkv_bias || self.o_bias || self.mlp_bias => {
+                Err("qwen2 configs fix biases on q/k/v only".into())
+            }
+            _ if self.sliding_window.is_some() => Err(format!(
+                "sliding window {:?} has no key in a {} config.json",
+                self.sliding_window,
+                self.architecture.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn unsupported(path: &Path, key: &str, value: &Json, reason: &str) -> FormatError {
+    FormatError::UnsupportedConfig {
+        path: path.into(),
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// RoPE base and scaling from config.json: transformers 5.x's `rope_parameters` (theta inside)
+/// or 4.x's top-level `rope_theta` with an optional `rope_scaling` object (`rope_type`, or the
+/// older `type`). Both layouts at once must agree.
+fn hf_rope(keys: &HfKeys, max_position_embeddings: usize) -> Result<(f64, RopeScaling)> {
+    let path = keys.path;
+    let top_theta = keys.f64_opt("rope_theta")?;
+    let params = keys.present("rope_parameters");
+    let legacy = keys.present("rope_scaling");
+    let object = |key: &str, v: &'_ Json| -> Result<Map<String, Json>> {
+        v.as_object()
+            .cloned()
+            .ok_or_else(|| keys.invalid(format!("`{key}` = {v} is not an object")))
+    };
+    let (theta, scaling_key, scaling) = match (params, legacy) {
+        (Some(p), _) => {
+            let p = object("rope_parameters", p)?;
+            let inner = HfKeys { path, json: &p };
+            let theta = inner.f64_opt("rope_theta")?;
+            if let (Some(a), Some(b)) = (theta, top_theta)
+                && a != b
+            {
+                return Err(keys.invalid(format!(
+                    "`rope_parameters.rope_theta` = {a} and `rope_theta` = {b} disagree"
+                )));
+            }
+            (theta.or(top_theta), "rope_parameters", Some(p))
+        }
+        (None, Some(s)) => (top_theta, "rope_scaling", Some(object("rope_scaling", s)?)),
+        (None, None) => (top_theta, "rope_scaling", None),
+    };
+    // LlamaConfig, MistralConfig and Qwen2Config default rope_theta to 10000.0.
+    let theta = theta.unwrap_or(10_000.0);
+    let Some(scaling) = scaling else {
+        return Ok((theta, RopeScaling::Default));
+    };
+    let s = HfKeys {
+        path,
+        json: &scaling,
+    };
+    let rope_type = scaling
+        .get("rope_type")
+        .or_else(|| scaling.get("type"))
+        .map(|v| {
+            v.as_str().map(str::to_owned).ok_or_else(|| {
+                keys.invalid(format!("`{scaling_key}.rope_type` = {v} is not a string"))
+            })
+        })
+        .transpose()?
+        .unwrap_or_else(|| "default".into());
+    let factor = |name: &str| -> Result<f64> {
+        let v = s.f64_opt("factor")?.ok_or_else(|| {
+            keys.invalid(format!(
+                "`{scaling_key}.factor` is missing for rope_type {name}"
+            ))
+        })?;
+        if v < 1.0 {
+            return Err(keys.invalid(format!("`{scaling_key}.factor` = {v} must be at least 1")));
+        }
+        Ok(v)
+    };
+    let required = |key: &str| -> Result<f64> {
+        s.f64_opt(key)?.ok_or_else(|| {
+            keys.invalid(format!(
+                "`{scaling_key}.{key}` is missing for rope_type {rope_type}"
+            ))
+        })
+    };
+    let scaling = match rope_type.as_str() {
+        "default" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear {
+            factor: factor("linear")?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: factor("llama3")?,
+            low_freq_factor: required("low_freq_factor")?,
+            high_freq_factor: required("high_freq_factor")?,
+            original_max_position_embeddings: s
+                .usize_opt("original_max_position_embeddings")?
+                .ok_or_else(|| {
+                    keys.invalid(format!(
+                        "`{scaling_key}.original_max_position_embeddings` is missing for rope_type llama3"
+                    ))
+                })?,
+        },
+        "yarn" => {
+            let factor = factor("yarn")?;
+            // transformers: the config's max_position_embeddings when the key is absent.
+            let original = s
+                .usize_opt("original_max_position_embeddings")?
+                .unwrap_or(max_position_embeddings);
+            let attention_factor = match s.f64_opt("attention_factor")? {
+                Some(a) => a,
+                None => match (s.f64_opt("mscale")?, s.f64_opt("mscale_all_dim")?) {
+                    (Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                        yarn_mscale(factor, m) / yarn_mscale(factor, all)
+                    }
+                    _ => yarn_mscale(factor, 1.0),
+                },
+            };
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: original,
+                beta_fast: s.f64_opt("beta_fast")?.unwrap_or(32.0),
+                beta_slow: s.f64_opt("beta_slow")?.unwrap_or(1.0),
+                attention_factor,
+                truncate: s.bool_opt("truncate")?.unwrap_or(true),
+            }
+        }
+        other => {
+            return Err(unsupported(
+                path,
+                &format!("{scaling_key}.rope_type"),
+                &json!(other),
+                "implemented RoPE types: default, linear, llama3, yarn",
+            ));
+        }
+    };
+    Ok((theta, scaling))
+}
+
+/// RoPE scaling from GGUF metadata (`*.rope.scaling.type` and friends; older files have
+/// `*.rope.scale_linear`).
+fn gguf_rope(file: &GgufFile, arch: &str, max_position_embeddings: usize) -> Result<RopeScaling> {
+    let path = file.path();
+    let get = |k: &str| file.get(&format!("{arch}.{k}"));
+    let float = |k: &str| get(k).and_then(|v| v.as_f64());
+    let kind = get("rope.scaling.type").and_then(|v| v.as_str().map(str::to_owned));
+    let factor = float("rope.scaling.factor").or_else(|| float("rope.scale_linear"));
+    let kind = match (kind.as_deref(), factor) {
+        (Some(k), _) => k.to_string(),
+        (None, Some(f)) if f != 1.0 => "linear".into(),
+        (None, _) => "none".into(),
+    };
+    for extra in [
+        "rope.scaling.attn_factor",
+        "rope.scaling.yarn_log_multiplier",
+        "rope.scaling.yarn_ext_factor",
+    ] {
+        if let Some(v) = get(extra) {
+            return Err(unsupported(
+                path,
+                &format!("{arch}.{extra}"),
+                &serde_json::to_value(v).unwrap_or(Json::Null),
+                "this YaRN variant is not implemented",
+            ));
+        }
+    }
+    let need_factor = || {
+        factor
+            .filter(|f| f.is_finite() && *f >= 1.0)
+            .ok_or_else(|| FormatError::InvalidConfig {
+                path: path.into(),
+                reason: format!("`{arch}.rope.scaling.factor` is missing or below 1"),
+            })
+    };
+    Ok(match kind.as_str() {
+        "none" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear {
+            factor: need_factor()?,
+        },
+        "yarn" => {
+            let factor = need_factor()?;
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: get("rope.scaling.original_context_length")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|v| usize::try_from(v).ok())
+                    .unwrap_or(max_position_embeddings),
+                beta_fast: float("rope.scaling.yarn_beta_fast").unwrap_or(32.0),
+                beta_slow: float("rope.scaling.yarn_beta_slow").unwrap_or(1.0),
+                attention_factor: yarn_mscale(factor, 1.0),
+                truncate: true,
+            }
+        }
+        other => {
+            return Err(unsupported(
+                path,
+                &format!("{arch}.rope.scaling.type"),
+                &json!(other),
+                "implemented GGUF RoPE scalings: none, linear, yarn",
+            ));
+        }
+    })
 }

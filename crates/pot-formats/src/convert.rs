@@ -71,6 +71,19 @@ pub fn convert(
     model: &Model,
     out: &Path,
     dtype: OutputDType,
+    progress: impl FnMut(usize, usize),
+) -> Result<()> {
+    convert_with(model, out, dtype, |_, _| {}, progress)
+}
+
+/// [`convert`] with `edit(name, values)` applied to each tensor's f32 values (internal name,
+/// Hugging Face row order) before it is written: how the variant workshop (`cargo xtask
+/// variants`) writes modified copies of a model that pot then reads like any other.
+pub fn convert_with(
+    model: &Model,
+    out: &Path,
+    dtype: OutputDType,
+    mut edit: impl FnMut(&str, &mut [f32]),
     mut progress: impl FnMut(usize, usize),
 ) -> Result<()> {
     let write_err = |path: &Path, reason: String| FormatError::Write {
@@ -85,7 +98,7 @@ pub fn convert(
     }
     let staging = staging_dir(out);
     std::fs::create_dir_all(&staging).map_err(|e| write_err(&staging, e.to_string()))?;
-    let result = write_all(model, &staging, dtype, &mut progress);
+    let result = write_all(model, &staging, dtype, &mut edit, &mut progress);
     match result {
         Ok(()) => std::fs::rename(&staging, out).map_err(|e| write_err(out, e.to_string())),
         Err(e) => {
@@ -105,6 +118,7 @@ fn write_all(
     model: &Model,
     dir: &Path,
     dtype: OutputDType,
+    edit: &mut impl FnMut(&str, &mut [f32]),
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<()> {
     let write_err = |path: &Path, e: &dyn std::fmt::Display| FormatError::Write {
@@ -112,6 +126,12 @@ fn write_all(
         reason: e.to_string(),
     };
     let config = model.config();
+    config.expressible_as_hf().map_err(|reason| {
+        write_err(
+            dir,
+            &format!("this model has no exact config.json: {reason}"),
+        )
+    })?;
     let config_path = dir.join("config.json");
     let config_json = serde_json::to_string_pretty(&config.to_hf_json(dtype.torch_name()))
         .expect("JSON values serialise");
@@ -162,7 +182,8 @@ fn write_all(
         .and_then(|()| w.write_all(&header_bytes))
         .map_err(|e| write_err(&st_path, &e))?;
     for (i, t) in tensors.iter().enumerate() {
-        let values = model.load_f32(&t.name)?;
+        let mut values = model.load_f32(&t.name)?;
+        edit(&t.name, &mut values);
         let bytes: Vec<u8> = match dtype {
             OutputDType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             OutputDType::F16 => values

@@ -42,6 +42,23 @@ pub enum FormatError {
         arch: String,
         supported: String,
     },
+    #[error(
+        "{path}: `{key}` = {value} is not supported: {reason}. pot refuses it rather than compute a different model than the file describes"
+    )]
+    UnsupportedConfig {
+        path: PathBuf,
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: tensor `{tensor}` is not used by the {arch} forward pass; pot refuses files with weights it would ignore (the model is not the one it would compute)"
+    )]
+    UnusedTensor {
+        path: PathBuf,
+        tensor: String,
+        arch: String,
+    },
     #[error("{path}: invalid config: {reason}")]
     InvalidConfig { path: PathBuf, reason: String },
     #[error("{path}: tensor `{tensor}` is missing; the file does not match its architecture")]

@@ -13,10 +13,12 @@ pub mod fixtures;
 pub mod gguf;
 pub mod model;
 pub mod names;
+pub mod rope;
 pub mod tokenizer;
 
 pub use config::{Architecture, ModelConfig};
 pub use dtype::DType;
 pub use error::{FormatError, Result};
 pub use model::{Format, Model, ModelDescription, TensorInfo};
+pub use rope::RopeScaling;
 pub use tokenizer::Tokenizer;

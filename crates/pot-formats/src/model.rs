@@ -94,7 +94,11 @@ impl Model {
         let mut tensors = BTreeMap::new();
         for t in &file.tensors {
             let Some(name) = hf_name_of_gguf(&t.name) else {
-                continue;
+                return Err(FormatError::UnusedTensor {
+                    path: path.into(),
+                    tensor: t.name.clone(),
+                    arch: config.architecture.name().into(),
+                });
             };
             let permuted_heads = permute
                 .then(|| {
@@ -122,7 +126,7 @@ impl Model {
             );
         }
         let file_bytes = file.mapped().len() as u64;
-        let model = Self {
+        let mut model = Self {
             path: path.to_path_buf(),
             format: Format::Gguf,
             config,
@@ -204,7 +208,7 @@ impl Model {
             }
             maps.push(mmap);
         }
-        let model = Self {
+        let mut model = Self {
             path: dir.to_path_buf(),
             format: Format::Safetensors,
             config,
@@ -216,9 +220,45 @@ impl Model {
         Ok(model)
     }
 
-    /// Every tensor the architecture needs is present with the shape the config implies.
-    fn check_complete(&self) -> Result<()> {
-        for (name, shape) in expected_tensors(&self.config) {
+    /// Every tensor the architecture needs is present with the shape the config implies, and
+    /// every tensor present is used (or is a known non-weight, see [`IGNORED_TENSORS`]).
+    fn check_complete(&mut self) -> Result<()> {
+        let expected = expected_tensors(&self.config);
+        let names: std::collections::HashSet<&str> =
+            expected.iter().map(|(n, _)| n.as_str()).collect();
+        let mut drop = Vec::new();
+        for name in self.tensors.keys() {
+            if names.contains(name.as_str()) {
+                continue;
+            }
+            if IGNORED_TENSORS.iter().any(|suffix| name.ends_with(suffix)) {
+                drop.push(name.clone());
+                continue;
+            }
+            // A tied model may store its head anyway (transformers ties it to the embedding
+            // and ignores the stored copy): accepted only when it is the embedding, byte for
+            // byte, and then not counted as a second tensor.
+            if name == "lm_head.weight"
+                && self.config.tie_word_embeddings
+                && self.raw_bytes(name) == self.raw_bytes("model.embed_tokens.weight")
+                && self.tensor(name).map(|t| (&t.dtype, &t.shape))
+                    == self
+                        .tensor("model.embed_tokens.weight")
+                        .map(|t| (&t.dtype, &t.shape))
+            {
+                drop.push(name.clone());
+                continue;
+            }
+            return Err(FormatError::UnusedTensor {
+                path: self.path.clone(),
+                tensor: name.clone(),
+                arch: self.config.architecture.name().into(),
+            });
+        }
+        for name in drop {
+            self.tensors.remove(&name);
+        }
+        for (name, shape) in expected {
             match self.tensors.get(&name) {
                 None => {
                     return Err(FormatError::MissingTensor {
@@ -414,14 +454,26 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, h]));
         out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, h]));
         out.push((p("mlp.down_proj.weight"), vec![h, c.intermediate_size]));
-        if c.architecture.qkv_bias() {
+        if c.qkv_bias {
             out.push((p("self_attn.q_proj.bias"), vec![q]));
             out.push((p("self_attn.k_proj.bias"), vec![kv]));
             out.push((p("self_attn.v_proj.bias"), vec![kv]));
         }
+        if c.o_bias {
+            out.push((p("self_attn.o_proj.bias"), vec![h]));
+        }
+        if c.mlp_bias {
+            out.push((p("mlp.gate_proj.bias"), vec![c.intermediate_size]));
+            out.push((p("mlp.up_proj.bias"), vec![c.intermediate_size]));
+            out.push((p("mlp.down_proj.bias"), vec![h]));
+        }
     }
     out
 }
+
+/// Tensors a file may hold that are not weights: rotary `inv_freq` buffers (recomputed from the
+/// config; older transformers saved them).
+pub const IGNORED_TENSORS: &[&str] = &[".rotary_emb.inv_freq"];
 
 /// What the memory governor plans from: sizes only, computed from tensor infos (no weight reads).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

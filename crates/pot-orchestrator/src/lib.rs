@@ -79,6 +79,9 @@ pub struct VerifyOptions {
     /// Challenges per forward pass of the candidate (early stopping wastes at most a batch).
     pub batch_size: usize,
     pub resources: ResourceOptions,
+    /// Hash both models' weights (config hashes, TLSH, Merkle roots) beside the test; off only
+    /// for [`score_stream`], which measures scores and nothing else.
+    pub weight_evidence: bool,
 }
 
 /// Progress events for a front end to display.
@@ -236,8 +239,12 @@ fn pipeline(
     let work = workload(&candidate.tokenizer, &challenges, opts.batch_size);
     let plan2 = plan(&candidate.model.description(), limits, &work, system)?;
 
-    progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
-    let evidence2 = SecurityAndProvenance.evidence(&candidate.model)?;
+    let evidence2 = if opts.weight_evidence {
+        progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
+        Some(SecurityAndProvenance.evidence(&candidate.model)?)
+    } else {
+        None
+    };
     check_monitor(monitor)?;
     let load_candidate = |monitor: &Monitor| -> Result<LiveModel, VerifyError> {
         let m2 = LiveModel::load(
@@ -263,7 +270,9 @@ fn pipeline(
         Some(path) => {
             let mut fp = Fingerprint::load(path)?;
             report.model1_identity(&fp.header.config_sha256, &fp.header.vocab_sha256);
-            report.reference_evidence(fp.header.merkle_root.as_deref(), &evidence2);
+            if let Some(evidence2) = &evidence2 {
+                report.reference_evidence(fp.header.merkle_root.as_deref(), evidence2);
+            }
             check_reference(&fp, &commitment)?;
             report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
             if fp.header.vocab_sha256 != candidate.vocab_sha256 {
@@ -282,16 +291,21 @@ fn pipeline(
             report.model1_identity(&side.config_sha256, &side.vocab_sha256);
             report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
             let plan1 = plan(&side.model.description(), limits, &work, system)?;
-            progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
-            let evidence1 = SecurityAndProvenance.evidence(&side.model)?;
-            check_monitor(monitor)?;
-            report.weight_evidence(&evidence1, &evidence2);
+            let root1 = match &evidence2 {
+                Some(evidence2) => {
+                    progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
+                    let evidence1 = SecurityAndProvenance.evidence(&side.model)?;
+                    check_monitor(monitor)?;
+                    report.weight_evidence(&evidence1, evidence2);
+                    Some(evidence1.merkle_root)
+                }
+                None => None,
+            };
             report.tokenizer_report(&compare_tokenizers(&side.tokenizer, &candidate.tokenizer));
             if let Err(e) = check_same_vocabulary(&side.tokenizer, &candidate.tokenizer) {
                 report.tokenizer_mismatch(&e.to_string());
                 return Ok(());
             }
-            let root1 = Some(evidence1.merkle_root.clone());
             let header1 = header_for(&side, &opts.run_id, &commitment, root1);
             let load_reference = || {
                 LiveModel::load(
@@ -333,6 +347,29 @@ fn pipeline(
     monitor.note("models released");
     report.decide(run.test.outcome());
     Ok(())
+}
+
+/// Scores the first `n` challenges of `opts`'s run on both models without stopping early and
+/// without hashing the weights: the noise floor between a reference and a deployment of the same
+/// weights (`pot calibrate`) and the score streams of the detection table. Challenge `i` is the
+/// same for every count, so the stream's first queries are exactly those `pot verify` would
+/// score with the same key and run id. The report's `trace` holds the scores.
+pub fn score_stream(
+    opts: VerifyOptions,
+    n: u64,
+    progress: impl FnMut(Progress),
+) -> Result<Report, VerifyError> {
+    let mode = Mode {
+        n_min: n,
+        n_max: n,
+        ..opts.mode.clone()
+    };
+    let opts = VerifyOptions {
+        mode,
+        weight_evidence: false,
+        ..opts
+    };
+    verify(&opts, progress)
 }
 
 /// Both models resident and, together, within the budget (one process baseline counted once).

@@ -18,6 +18,9 @@ use crate::{VerifyOptions, final_decision};
 pub const REPORT_VERSION: &str = "pot-report/v1";
 
 /// The report under construction; [`Report::json`] is what gets written.
+/// Differing tensor names listed in the report (the count is always complete).
+const DIFFERING_SHOWN: usize = 10;
+
 pub struct Report {
     value: Value,
     tokenizers_compatible: bool,
@@ -128,21 +131,33 @@ impl Report {
             "model2": b.fuzzy.model,
             "seconds": a.fuzzy.seconds + b.fuzzy.seconds,
         });
-        self.set_roots(Some(&a.merkle_root), &b.merkle_root);
+        let p = &mut self.value["provenance"];
+        p["model1_root"] = json!(a.merkle_root);
+        p["model2_root"] = json!(b.merkle_root);
+        self.identical_weights = a.identical_model(b);
+        p["identical_weights"] = json!(self.identical_weights);
+        let differing = a.differing_tensors(b);
+        let total = a.leaves.len().max(b.leaves.len());
+        p["differing_tensors"] = json!({
+            "count": differing.len(),
+            "total": total,
+            "first": differing.iter().take(DIFFERING_SHOWN).collect::<Vec<_>>(),
+        });
+        if a.merkle_root == b.merkle_root && !self.identical_weights {
+            p["note"] = "identical tensors but different architecture hashes: the same weights \
+                         computing another function, so the verdict is the sequential test's"
+                .into();
+        }
     }
 
-    /// With a saved fingerprint only the Merkle root of model 1 is known.
+    /// With a saved fingerprint only the Merkle root its header claims for model 1 is known: it
+    /// is reported, never used to decide (a header is not evidence of the weights).
     pub(crate) fn reference_evidence(&mut self, root1: Option<&str>, b: &WeightEvidence) {
         self.value["security"]["config_hash"]["hashes"] = json!([null, b.config]);
-        self.set_roots(root1, &b.merkle_root);
-    }
-
-    fn set_roots(&mut self, root1: Option<&str>, root2: &str) {
         let p = &mut self.value["provenance"];
         p["model1_root"] = json!(root1);
-        p["model2_root"] = json!(root2);
-        self.identical_weights = root1 == Some(root2);
-        p["identical_weights"] = json!(root1.map(|r| r == root2));
+        p["model2_root"] = json!(b.merkle_root);
+        p["identical_weights"] = Value::Null;
     }
 
     pub(crate) fn tokenizer_report(&mut self, t: &TokenizerReport) {
@@ -199,6 +214,7 @@ impl Report {
             "alpha": outcome.alpha,
             "gamma": outcome.gamma,
             "clip": outcome.clip,
+            "tolerance": self.value["mode"]["tolerance"],
             "effect_size": outcome.effect_size,
             "mean_clipped": outcome.mean_clipped,
             "ci_lower": outcome.ci_lower,
@@ -249,8 +265,9 @@ impl Report {
         self.value["provenance"]["transcript_root"] =
             pot_provenance::transcript::root(&trace).into();
         if self.identical_weights && self.tokenizers_compatible && !self.aborted {
-            self.value["reason"] = "identical tensor Merkle roots: the weights are byte-identical \
-                                    (the sequential test is reported beside)"
+            self.value["reason"] = "identical tensor Merkle roots and architecture hashes: the \
+                                    same weights computing the same function (the sequential \
+                                    test is reported beside)"
                 .into();
         }
         if self.value["reason"].is_null() {

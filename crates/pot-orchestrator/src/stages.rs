@@ -160,6 +160,43 @@ pub struct WeightEvidence {
     pub config: ConfigHashes,
     pub fuzzy: FuzzyHash,
     pub merkle_root: String,
+    /// The stored-tensor leaves behind the root, in name order: which tensors differ.
+    pub leaves: Vec<TensorLeaf>,
+}
+
+impl WeightEvidence {
+    /// Tensors whose stored leaf (name, dtype, shape, bytes) differs between the two models or
+    /// exists on one side only, in name order.
+    pub fn differing_tensors(&self, other: &WeightEvidence) -> Vec<String> {
+        let theirs: std::collections::BTreeMap<&str, &TensorLeaf> =
+            other.leaves.iter().map(|l| (l.name.as_str(), l)).collect();
+        let ours: std::collections::BTreeSet<&str> =
+            self.leaves.iter().map(|l| l.name.as_str()).collect();
+        let mut out: Vec<String> = self
+            .leaves
+            .iter()
+            .filter(|l| theirs.get(l.name.as_str()) != Some(l))
+            .map(|l| l.name.clone())
+            .chain(
+                other
+                    .leaves
+                    .iter()
+                    .filter(|l| !ours.contains(l.name.as_str()))
+                    .map(|l| l.name.clone()),
+            )
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Byte-identical weights computing the same function: equal tensor roots and equal
+    /// architecture hashes (equal roots alone would call a changed RoPE base or head split
+    /// identical).
+    pub fn identical_model(&self, other: &WeightEvidence) -> bool {
+        self.merkle_root == other.merkle_root
+            && self.config.architecture_sha256.is_some()
+            && self.config.architecture_sha256 == other.config.architecture_sha256
+    }
 }
 
 /// pot-security's hashes and pot-provenance's tensor tree.
@@ -185,6 +222,7 @@ impl EvidenceStage for SecurityAndProvenance {
             config: ConfigHashes::of_model(model),
             fuzzy: fuzzy.finish(),
             merkle_root: tree.root(),
+            leaves: tree.leaves,
         })
     }
 }

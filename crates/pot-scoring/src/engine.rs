@@ -1,5 +1,6 @@
 //! The one module that talks to burn: weights as burn tensors and the teacher-forced forward pass
-//! of the LLaMA family (LLaMA, SmolLM2, Mistral; Qwen2 adds q/k/v biases). A burn upgrade
+//! of the LLaMA family (LLaMA, SmolLM2, Mistral; Qwen2 adds q/k/v biases; biases, RoPE scaling
+//! and a sliding window as the config declares them). A burn upgrade
 //! touches this file only.
 //!
 //! The pass reads top to bottom like the papers: embedding, then per block
@@ -79,10 +80,14 @@ struct Block {
     bk: Option<Tensor<1>>,
     bv: Option<Tensor<1>>,
     wo: Tensor<2>,
+    bo: Option<Tensor<1>>,
     ffn_norm: Tensor<1>,
     w_gate: Tensor<2>,
     w_up: Tensor<2>,
     w_down: Tensor<2>,
+    b_gate: Option<Tensor<1>>,
+    b_up: Option<Tensor<1>>,
+    b_down: Option<Tensor<1>>,
 }
 
 /// Rows of the output head per chunk: the head over a large vocabulary is never one f32 matrix.
@@ -179,26 +184,26 @@ fn load_block(
     let vector = |name: &str| -> Result<Tensor<1>, ScoringError> {
         Ok(tensor1(source.vector(&p(name))?, device))
     };
-    let bias = |name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
-        if config.architecture.qkv_bias() {
-            vector(name).map(Some)
-        } else {
-            Ok(None)
-        }
+    let bias = |present: bool, name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
+        present.then(|| vector(name)).transpose()
     };
     Ok(Block {
         attn_norm: vector("input_layernorm.weight")?,
         wq: matrix("self_attn.q_proj.weight")?,
         wk: matrix("self_attn.k_proj.weight")?,
         wv: matrix("self_attn.v_proj.weight")?,
-        bq: bias("self_attn.q_proj.bias")?,
-        bk: bias("self_attn.k_proj.bias")?,
-        bv: bias("self_attn.v_proj.bias")?,
+        bq: bias(config.qkv_bias, "self_attn.q_proj.bias")?,
+        bk: bias(config.qkv_bias, "self_attn.k_proj.bias")?,
+        bv: bias(config.qkv_bias, "self_attn.v_proj.bias")?,
         wo: matrix("self_attn.o_proj.weight")?,
+        bo: bias(config.o_bias, "self_attn.o_proj.bias")?,
         ffn_norm: vector("post_attention_layernorm.weight")?,
         w_gate: matrix("mlp.gate_proj.weight")?,
         w_up: matrix("mlp.up_proj.weight")?,
         w_down: matrix("mlp.down_proj.weight")?,
+        b_gate: bias(config.mlp_bias, "mlp.gate_proj.bias")?,
+        b_up: bias(config.mlp_bias, "mlp.up_proj.bias")?,
+        b_down: bias(config.mlp_bias, "mlp.down_proj.bias")?,
     })
 }
 
@@ -423,16 +428,9 @@ impl<'m> Engine<'m> {
         let n = x.dims()[0];
 
         let h = rms_norm(x.clone(), &w.attn_norm, c.rms_norm_eps);
-        let project = |w: &Tensor<2>, bias: &Option<Tensor<1>>| {
-            let y = h.clone().matmul(w.clone());
-            match bias {
-                Some(bias) => y + bias.clone().unsqueeze_dim(0),
-                None => y,
-            }
-        };
-        let q = packing.rope(project(&w.wq, &w.bq).reshape([n, heads, hd]));
-        let k = packing.rope(project(&w.wk, &w.bk).reshape([n, kv_heads, hd]));
-        let v = project(&w.wv, &w.bv).reshape([n, kv_heads, hd]);
+        let q = packing.rope(linear(h.clone(), &w.wq, &w.bq).reshape([n, heads, hd]));
+        let k = packing.rope(linear(h.clone(), &w.wk, &w.bk).reshape([n, kv_heads, hd]));
+        let v = linear(h, &w.wv, &w.bv).reshape([n, kv_heads, hd]);
         // Attention per sequence. Grouped-query attention without copying k/v: the query heads
         // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
         // repeat_kv) are stacked along time.
@@ -453,7 +451,7 @@ impl<'m> Engine<'m> {
                     .swap_dims(0, 1);
                 let v = v.clone().slice([rows, 0..kv_heads, 0..hd]).swap_dims(0, 1);
                 let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale)
-                    + packing.causal[&t].clone().unsqueeze_dim::<3>(0);
+                    + packing.masks[&t].clone().unsqueeze_dim::<3>(0);
                 softmax(scores, 2)
                     .matmul(v) // [kv, groups*t, hd]
                     .reshape([heads, t, hd])
@@ -462,12 +460,21 @@ impl<'m> Engine<'m> {
             })
             .collect();
         let attn = Tensor::cat(per_sequence, 0);
-        let x = x + attn.matmul(w.wo.clone());
+        let x = x + linear(attn, &w.wo, &w.bo);
 
         let h = rms_norm(x.clone(), &w.ffn_norm, c.rms_norm_eps);
-        let gate = silu(h.clone().matmul(w.w_gate.clone()));
-        let up = h.matmul(w.w_up.clone());
-        x + (gate * up).matmul(w.w_down.clone())
+        let gate = silu(linear(h.clone(), &w.w_gate, &w.b_gate));
+        let up = linear(h, &w.w_up, &w.b_up);
+        x + linear(gate * up, &w.w_down, &w.b_down)
+    }
+}
+
+/// `x · w (+ bias)` with `w` stored transposed (`[in, out]`).
+fn linear(x: Tensor<2>, w: &Tensor<2>, bias: &Option<Tensor<1>>) -> Tensor<2> {
+    let y = x.matmul(w.clone());
+    match bias {
+        Some(bias) => y + bias.clone().unsqueeze_dim(0),
+        None => y,
     }
 }
 
@@ -483,14 +490,17 @@ fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
     x * scale * weight.clone().unsqueeze_dim(0)
 }
 
-/// Where each sequence sits in the packed batch, with what attention and RoPE need: the causal
-/// masks by length and each row's rotary angles (its position within its own sequence).
+/// Where each sequence sits in the packed batch, with what attention and RoPE need: the
+/// attention masks by length and each row's rotary angles (its position within its own
+/// sequence).
 struct Packing {
     /// (first row, length) per sequence.
     spans: Vec<(usize, usize)>,
-    /// `[groups * t, t]` additive masks: 0 where a query may attend, -inf for later keys; rows
-    /// are the query heads of one key/value group stacked (see `block`).
-    causal: std::collections::HashMap<usize, Tensor<2>>,
+    /// `[groups * t, t]` additive masks: 0 where a query may attend, -inf for later keys (and,
+    /// with a sliding window `w`, for keys `w` or more positions back, as transformers'
+    /// `sliding_window_overlay`); rows are the query heads of one key/value group stacked (see
+    /// `block`).
+    masks: std::collections::HashMap<usize, Tensor<2>>,
     /// `[N, 1, head_dim]` per-row cos and sin, rotate-half convention (Hugging Face layout;
     /// GGUF LLaMA files are un-permuted into it when read).
     cos: Tensor<3>,
@@ -503,11 +513,12 @@ impl Packing {
         let (hd, half) = (c.head_dim, c.head_dim / 2);
         let groups = c.num_attention_heads / c.num_key_value_heads;
         let n: usize = batch.iter().map(Vec::len).sum();
-        let freqs: Vec<f64> = (0..half)
-            .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64))
-            .collect();
+        let freqs = c.rope_scaling.inverse_frequencies(c.rope_theta, hd);
+        // YaRN scales cos and sin (its attention temperature); 1 for the other scalings.
+        let scaling = c.rope_scaling.attention_scaling();
+        let window = c.sliding_window.unwrap_or(usize::MAX);
         let (mut cos, mut sin) = (vec![0.0f32; n * hd], vec![0.0f32; n * hd]);
-        let mut causal = std::collections::HashMap::new();
+        let mut masks = std::collections::HashMap::new();
         for (ids, &start) in batch.iter().zip(starts) {
             let t = ids.len();
             for pos in 0..t {
@@ -515,17 +526,19 @@ impl Packing {
                 for (i, freq) in freqs.iter().enumerate() {
                     let angle = pos as f64 * freq;
                     for j in [i, i + half] {
-                        cos[row + j] = angle.cos() as f32;
-                        sin[row + j] = angle.sin() as f32;
+                        cos[row + j] = (angle.cos() * scaling) as f32;
+                        sin[row + j] = (angle.sin() * scaling) as f32;
                     }
                 }
             }
-            causal.entry(t).or_insert_with(|| {
+            masks.entry(t).or_insert_with(|| {
                 let mut bias = vec![0.0f32; groups * t * t];
                 for g in 0..groups {
                     for q in 0..t {
-                        for k in q + 1..t {
-                            bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+                        for k in 0..t {
+                            if k > q || q - k >= window {
+                                bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+                            }
                         }
                     }
                 }
@@ -539,7 +552,7 @@ impl Packing {
                 .zip(batch)
                 .map(|(&start, ids)| (start, ids.len()))
                 .collect(),
-            causal,
+            masks,
             cos: make(cos),
             sin: make(sin),
             half,

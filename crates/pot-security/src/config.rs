@@ -45,21 +45,10 @@ pub struct ConfigHashes {
     pub architecture_sha256: Option<String>,
 }
 
-/// The fields that define the network.
+/// The fields that define the network: exactly what the forward pass computes with
+/// ([`ModelConfig::forward_parameters`]).
 pub fn architecture_json(c: &ModelConfig) -> Value {
-    serde_json::json!({
-        "architecture": c.architecture.name(),
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "head_dim": c.head_dim,
-        "vocab_size": c.vocab_size,
-        "rope_theta": c.rope_theta,
-        "rms_norm_eps": c.rms_norm_eps,
-        "tie_word_embeddings": c.tie_word_embeddings,
-    })
+    c.forward_parameters()
 }
 
 impl ConfigHashes {

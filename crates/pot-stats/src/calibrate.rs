@@ -12,12 +12,14 @@ pub struct Calibration {
     pub margin: f64,
 }
 
-/// Default safety factor between the largest observed same-model noise and gamma.
-pub const DEFAULT_MARGIN: f64 = 3.0;
+/// Default safety factor between the observed same-weights noise and gamma: the rule behind
+/// the default and quantized tolerances too (docs/STATISTICS.md). With gamma 2.5 times the
+/// worst noise, a same-weights pair's scores sit below 0.4 gamma (0.2 of the clipped range) and
+/// decide SAME within a few queries of the clear case.
+pub const DEFAULT_MARGIN: f64 = 2.5;
 
-/// Proposes gamma = `margin` x max(largest noise score, mean + 3 sd). With gamma at least three
-/// times the worst observed same-model score, a SAME pair's scores sit in the lower third of
-/// [0, gamma] and decide SAME at nearly the clear-case speed. Returns `None` for no scores.
+/// Proposes gamma = `margin` x max(largest noise score, mean + 3 sd). Returns `None` for no
+/// scores.
 pub fn calibrate(same_scores: &[f64], margin: f64) -> Option<Calibration> {
     if same_scores.is_empty() || same_scores.iter().any(|s| !s.is_finite()) {
         return None;

@@ -27,11 +27,66 @@ pub struct Mode {
     pub n_min: u64,
     /// UNDECIDED when this many queries did not decide.
     pub n_max: u64,
+    /// The tolerance setting `gamma` comes from: `default`, `quantized` or `custom`.
+    #[serde(default = "default_tolerance_name")]
+    pub tolerance: String,
 }
 
-/// Default tolerance on the per-challenge score (mean total variation distance), see
-/// docs/STATISTICS.md for how it was set against measured numerical noise.
-pub const DEFAULT_GAMMA: f64 = 0.05;
+fn default_tolerance_name() -> String {
+    Tolerance::Default.name().into()
+}
+
+/// Default tolerance on the per-challenge score (mean total variation distance): above every
+/// same-weights noise floor measured (encodings, backends, batch sizes, threads) and below the
+/// smallest modification the detection table requires to be caught (docs/STATISTICS.md).
+pub const DEFAULT_GAMMA: f64 = 0.015;
+
+/// Tolerance for quantised deployments (Q8_0 / int8 copies of the same weights count as SAME);
+/// docs/STATISTICS.md says what it still catches.
+pub const QUANTIZED_GAMMA: f64 = 0.065;
+
+/// A named tolerance setting, or a number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tolerance {
+    /// Same weights up to storage and computation ([`DEFAULT_GAMMA`]).
+    Default,
+    /// Same weights up to 8-bit quantisation ([`QUANTIZED_GAMMA`]).
+    Quantized,
+    /// Anything else, e.g. what `pot calibrate` proposes.
+    Custom(f64),
+}
+
+impl Tolerance {
+    /// `default`, `quantized` (or `quantised`), or a number in (0, 0.5].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "default" => Ok(Self::Default),
+            "quantized" | "quantised" => Ok(Self::Quantized),
+            other => match other.parse::<f64>() {
+                Ok(g) if g > 0.0 && g <= 0.5 => Ok(Self::Custom(g)),
+                _ => Err(format!(
+                    "tolerance `{text}`: give default, quantized or a number in (0, 0.5]"
+                )),
+            },
+        }
+    }
+
+    pub fn gamma(self) -> f64 {
+        match self {
+            Self::Default => DEFAULT_GAMMA,
+            Self::Quantized => QUANTIZED_GAMMA,
+            Self::Custom(g) => g,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Quantized => "quantized",
+            Self::Custom(_) => "custom",
+        }
+    }
+}
 
 impl Mode {
     /// 97.5 % confidence, the fast gate.
@@ -58,6 +113,7 @@ impl Mode {
             clip: 2.0 * DEFAULT_GAMMA,
             n_min,
             n_max,
+            tolerance: default_tolerance_name(),
         }
     }
 
@@ -83,7 +139,15 @@ impl Mode {
     pub fn with_gamma(mut self, gamma: f64) -> Self {
         self.gamma = gamma;
         self.clip = 2.0 * gamma;
+        self.tolerance = Tolerance::Custom(gamma).name().into();
         self
+    }
+
+    /// Same preset under a tolerance setting (gamma and the clip `2 gamma`).
+    pub fn with_tolerance(self, tolerance: Tolerance) -> Self {
+        let mut mode = self.with_gamma(tolerance.gamma());
+        mode.tolerance = tolerance.name().into();
+        mode
     }
 
     fn validate(&self, score_max: f64) -> Result<(), StatsError> {

@@ -1,0 +1,381 @@
+//! `cargo xtask detection`: the detection table of docs/STATISTICS.md. For each variant of
+//! SmolLM2 (`cargo xtask variants`) and a few fixture pairs, the per-challenge scores from
+//! `pot calibrate` (the first N challenges of one run, no early stopping), then the sequential
+//! test of every mode under every tolerance setting replayed over that stream (challenge i is
+//! the same for every count, so this is exactly what `pot verify` with the same key and run id
+//! sees), plus the noise floors of the same-weights paths `pot verify` runs (batch size,
+//! threads, int8). Writes the table between markers in docs/STATISTICS.md and a JSON copy
+//! under the fixtures cache.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use pot_stats::{Method, Mode, SequentialTest, Step, Tolerance, Verdict};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{fixtures, variants};
+
+const BEGIN: &str = "<!-- detection-table:begin (cargo xtask detection) -->";
+const END: &str = "<!-- detection-table:end -->";
+const RUN_ID: &str = "detection";
+
+/// A pair measured for the table.
+struct Pair {
+    name: String,
+    about: String,
+    /// What the table requires of the default tolerance (None: no requirement, shown only).
+    expect_default: Option<Verdict>,
+    model1: PathBuf,
+    model2: PathBuf,
+    /// Extra `pot calibrate` arguments (e.g. `--enable-8bit`).
+    extra: Vec<String>,
+}
+
+/// The public key of the table's runs: SHA-256 of a fixed phrase (a test key, never a secret).
+fn key_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("detection.key");
+    let key = hex::encode(Sha256::digest(b"pot detection table v1 (public test key)"));
+    std::fs::write(&path, key)?;
+    Ok(path)
+}
+
+/// `pot` as built by cargo (one build shared with the tests).
+fn pot() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "pot-cli"])
+        .current_dir(fixtures::workspace_root())
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("cargo build -p pot-cli failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fixtures::workspace_root().join("target"));
+    Ok(target.join("debug/pot"))
+}
+
+/// The scores of the first `n` challenges (`pot calibrate --json`).
+fn stream(pot: &Path, key: &Path, pair: &Pair, n: u64) -> Result<Vec<f64>> {
+    let started = std::time::Instant::now();
+    let out = Command::new(pot)
+        .arg("calibrate")
+        .arg("--model1")
+        .arg(&pair.model1)
+        .arg("--model2")
+        .arg(&pair.model2)
+        .args([
+            "-n",
+            &n.to_string(),
+            "--run-id",
+            RUN_ID,
+            "--json",
+            "--quiet",
+        ])
+        .arg("--key-file")
+        .arg(key)
+        .args(&pair.extra)
+        .output()
+        .context("cannot run pot calibrate")?;
+    if !out.status.success() {
+        bail!(
+            "pot calibrate on {} failed: {}",
+            pair.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    let scores: Vec<f64> = json["scores"]
+        .as_array()
+        .context("no scores")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    eprintln!(
+        "  {}: {} scores, mean {:.5} ({:.0} s)",
+        pair.name,
+        scores.len(),
+        mean(&scores),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(scores)
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len().max(1) as f64
+}
+
+/// A verdict and the queries it took.
+type Decided = (Verdict, u64);
+
+/// The verdict of `mode` over `scores` and the queries it took; `None` when the stream ended
+/// before the test stopped (more scores needed).
+fn replay(mode: &Mode, scores: &[f64]) -> Option<Decided> {
+    let mut test = SequentialTest::new(mode.clone(), Method::Betting, 1.0).expect("valid mode");
+    for &s in scores {
+        if let Step::Stop(v) = test.push(s).expect("scores in [0, 1]") {
+            return Some((v, test.outcome().n));
+        }
+    }
+    None
+}
+
+fn tolerances() -> [Tolerance; 2] {
+    [Tolerance::Default, Tolerance::Quantized]
+}
+
+/// Replays every mode and tolerance; more scores are fetched until each has stopped.
+fn decide_all(pot: &Path, key: &Path, pair: &Pair) -> Result<(Vec<f64>, Vec<Decided>)> {
+    let mut n = 48;
+    loop {
+        let scores = stream(pot, key, pair, n)?;
+        let mut out = Vec::new();
+        let mut short = None;
+        for tolerance in tolerances() {
+            for mode in Mode::all() {
+                let mode = mode.with_tolerance(tolerance);
+                match replay(&mode, &scores) {
+                    Some(r) => out.push(r),
+                    None => short = Some(short.unwrap_or(0).max(mode.n_max)),
+                }
+            }
+        }
+        match short {
+            None => return Ok((scores, out)),
+            Some(cap) if cap > n => n = cap,
+            Some(_) => bail!("{}: the test did not stop at its cap", pair.name),
+        }
+    }
+}
+
+fn pairs(dir: &Path) -> Result<Vec<Pair>> {
+    let smollm2 = fixtures::ensure_named("smollm2-135m")?;
+    let pair = |name: &str, about: &str, expect: Option<Verdict>, m2: PathBuf| Pair {
+        name: name.into(),
+        about: about.into(),
+        expect_default: expect,
+        model1: smollm2.clone(),
+        model2: m2,
+        extra: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for v in variants::catalogue() {
+        let expect = match v.name.as_str() {
+            "f32" | "f16" | "bf16" => Some(Verdict::Same),
+            n if n.starts_with("lowrank-attn")
+                && !n.contains("-0.5pct")
+                && !n.contains("-1pct") =>
+            {
+                Some(Verdict::Different)
+            }
+            _ => None,
+        };
+        let about = if v.name == "f32" {
+            "GGUF vs its F32 conversion (pot convert)".to_string()
+        } else {
+            v.about.clone()
+        };
+        out.push(pair(&v.name, &about, expect, dir.join(&v.name)));
+    }
+    for (name, about, expect) in [
+        (
+            "resaved-5x",
+            "F32 copy loaded and saved by transformers 5 (rope_parameters)",
+            Some(Verdict::Same),
+        ),
+        (
+            "resaved-4x",
+            "the same with the config in the transformers 4.x layout",
+            Some(Verdict::Same),
+        ),
+        (
+            "finetune-1",
+            "AdamW lr 2e-5, 1 step on docs/*.md (fixtures/variants/finetune.py)",
+            None,
+        ),
+        (
+            "finetune-10",
+            "the same, 10 steps",
+            Some(Verdict::Different),
+        ),
+        (
+            "finetune-100",
+            "the same, 100 steps",
+            Some(Verdict::Different),
+        ),
+    ] {
+        if dir.join(name).join("model.safetensors").is_file() {
+            out.push(pair(name, about, expect, dir.join(name)));
+        } else {
+            eprintln!("{name}: not built (needs torch + transformers), left out of the table");
+        }
+    }
+    out.push(Pair {
+        name: "qwen-0.5b-vs-1.5b".into(),
+        about: "Qwen2.5-Coder 0.5B vs 1.5B (another model, same tokenizer)".into(),
+        expect_default: Some(Verdict::Different),
+        model1: fixtures::ensure_named("qwen2.5-coder-0.5b")?,
+        model2: fixtures::ensure_named("qwen2.5-coder-1.5b")?,
+        extra: Vec::new(),
+    });
+    Ok(out)
+}
+
+/// A `pot verify` row: name, how it was run, the scores of its queries, the verdict.
+type VerifyRow = (String, String, Vec<f64>, String);
+
+/// Noise floors of the paths inside `pot verify` that a model pair cannot show: a fingerprint
+/// of the SmolLM2 GGUF (batch 8, all threads, f32 weights) against the same GGUF scored live
+/// with another batch size, one thread, or int8 weights. Real `pot verify --reference` runs in
+/// QUICK (they stop at the verdict); rows: (name, about, scores, verdict cell).
+fn verify_rows(pot: &Path, key: &Path, dir: &Path) -> Result<Vec<VerifyRow>> {
+    let model = fixtures::ensure_named("smollm2-135m")?;
+    let fp = dir.join("detection-quick.potfp");
+    let common = |cmd: &mut Command| {
+        cmd.arg("--key-file")
+            .arg(key)
+            .args(["--run-id", RUN_ID, "--mode", "quick", "--quiet"]);
+    };
+    let mut cmd = Command::new(pot);
+    cmd.arg("fingerprint").arg(&model).arg("-o").arg(&fp);
+    common(&mut cmd);
+    if !cmd.status()?.success() {
+        bail!("pot fingerprint failed");
+    }
+    let mut rows = Vec::new();
+    for (name, about, args) in [
+        (
+            "batch size 1",
+            "fingerprint (batch 8) vs live, `--batch-size 1`",
+            vec!["--batch-size", "1"],
+        ),
+        (
+            "1 thread",
+            "fingerprint (2 threads) vs live, `--threads 1`",
+            vec!["--threads", "1"],
+        ),
+        (
+            "int8 (--enable-8bit)",
+            "fingerprint (f32 weights) vs live int8 weights, `--tolerance quantized`",
+            vec!["--enable-8bit", "--tolerance", "quantized"],
+        ),
+    ] {
+        let report = dir.join("detection-verify.json");
+        let mut cmd = Command::new(pot);
+        cmd.arg("verify")
+            .arg("--reference")
+            .arg(&fp)
+            .arg("--model2")
+            .arg(&model);
+        cmd.arg("-o").arg(&report).args(&args);
+        common(&mut cmd);
+        let status = cmd.status()?;
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+        let scores: Vec<f64> = r["trace"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|e| e["score"].as_f64()).collect())
+            .unwrap_or_default();
+        let verdict = format!(
+            "{} {} (exit {})",
+            r["final_decision"].as_str().unwrap_or("?"),
+            scores.len(),
+            status.code().unwrap_or(-1)
+        );
+        eprintln!("  {name}: {verdict}, mean {:.6}", mean(&scores));
+        rows.push((name.to_string(), about.to_string(), scores, verdict));
+    }
+    Ok(rows)
+}
+
+fn cell(r: &Decided) -> String {
+    let v = match r.0 {
+        Verdict::Same => "SAME",
+        Verdict::Different => "DIFFERENT",
+        Verdict::Undecided => "UNDECIDED",
+    };
+    format!("{v} {}", r.1)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let write = !args.iter().any(|a| a == "--no-write");
+    variants::run(&[])?;
+    let dir = variants::variants_dir();
+    let pot = pot()?;
+    let key = key_file(&dir)?;
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    let mut failures = Vec::new();
+    for pair in pairs(&dir)? {
+        if !only.is_empty() && !only.iter().any(|o| **o == pair.name) {
+            continue;
+        }
+        let (scores, verdicts) = decide_all(&pot, &key, &pair)?;
+        let max = scores.iter().copied().fold(0.0, f64::max);
+        let cells: Vec<String> = verdicts.iter().map(cell).collect();
+        // Row layout: default quick/audit/extended, then quantized quick/audit/extended.
+        if let Some(expected) = pair.expect_default
+            && verdicts[..3].iter().any(|r| r.0 != expected)
+        {
+            failures.push(format!(
+                "{}: expected {expected:?} under the default",
+                pair.name
+            ));
+        }
+        rows.push(format!(
+            "| {} | {} | {:.5} | {:.5} | {} | {} |",
+            pair.name,
+            pair.about,
+            mean(&scores),
+            max,
+            cells[..3].join(" / "),
+            cells[3..].join(" / "),
+        ));
+        json_rows.push(serde_json::json!({
+            "name": pair.name, "about": pair.about, "scores": scores,
+            "default": cells[..3], "quantized": cells[3..],
+        }));
+    }
+    let header = format!(
+        "Command: `cargo xtask detection` (reference: the SmolLM2-135M GGUF; run id `{RUN_ID}`, public \
+         test key; scores from `pot calibrate`, verdicts replayed per mode on the same stream). \
+         Cells: verdict and queries for QUICK / AUDIT / EXTENDED.\n\n\
+         | pair | how it was made | mean score | max score | default (γ = {}) | quantized (γ = {}) |\n\
+         |---|---|---|---|---|---|",
+        Tolerance::Default.gamma(),
+        Tolerance::Quantized.gamma()
+    );
+    if only.is_empty() {
+        for (name, about, scores, verdict) in verify_rows(&pot, &key, &dir)? {
+            let max = scores.iter().copied().fold(0.0, f64::max);
+            rows.push(format!(
+                "| {name} | {about} | {:.5} | {max:.5} | {verdict} (QUICK, `pot verify`) | |",
+                mean(&scores)
+            ));
+            json_rows.push(serde_json::json!({"name": name, "about": about, "scores": scores, "verify": verdict}));
+        }
+    }
+    let table = format!("{header}\n{}\n", rows.join("\n"));
+    println!("{table}");
+    std::fs::write(
+        dir.join("detection.json"),
+        serde_json::to_string_pretty(&json_rows)?,
+    )?;
+    if write && only.is_empty() {
+        let path = fixtures::workspace_root().join("docs/STATISTICS.md");
+        let doc = std::fs::read_to_string(&path)?;
+        let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
+            bail!("{} has no detection-table markers", path.display());
+        };
+        let new = format!("{}{BEGIN}\n{table}{}", &doc[..a], &doc[b..]);
+        std::fs::write(&path, new)?;
+        eprintln!("wrote the table into {}", path.display());
+    }
+    if !failures.is_empty() {
+        bail!("requirements not met:\n{}", failures.join("\n"));
+    }
+    Ok(())
+}
