@@ -127,24 +127,32 @@ fn tolerances() -> [Tolerance; 2] {
     [Tolerance::Default, Tolerance::Quantized]
 }
 
-/// Replays every mode and tolerance; more scores are fetched until each has stopped.
-fn decide_all(pot: &Path, key: &Path, pair: &Pair) -> Result<(Vec<f64>, Vec<Decided>)> {
-    let mut n = 48;
+/// Every mode under every tolerance replayed over `scores` (default quick/audit/extended, then
+/// quantized), `None` where the stream ended before the test stopped.
+fn verdicts(scores: &[f64]) -> Vec<Option<Decided>> {
+    tolerances()
+        .into_iter()
+        .flat_map(|t| Mode::all().map(|m| m.with_tolerance(t)))
+        .map(|mode| replay(&mode, scores))
+        .collect()
+}
+
+/// The largest query cap among the settings the stream did not decide (more scores needed).
+fn short_of(scores: &[f64]) -> Option<u64> {
+    tolerances()
+        .into_iter()
+        .flat_map(|t| Mode::all().map(|m| m.with_tolerance(t)))
+        .filter(|mode| replay(mode, scores).is_none())
+        .map(|mode| mode.n_max)
+        .max()
+}
+
+/// Scores of a pair, fetched until every mode and tolerance has stopped.
+fn stream_until_decided(pot: &Path, key: &Path, pair: &Pair, mut n: u64) -> Result<Vec<f64>> {
     loop {
         let scores = stream(pot, key, pair, n)?;
-        let mut out = Vec::new();
-        let mut short = None;
-        for tolerance in tolerances() {
-            for mode in Mode::all() {
-                let mode = mode.with_tolerance(tolerance);
-                match replay(&mode, &scores) {
-                    Some(r) => out.push(r),
-                    None => short = Some(short.unwrap_or(0).max(mode.n_max)),
-                }
-            }
-        }
-        match short {
-            None => return Ok((scores, out)),
+        match short_of(&scores) {
+            None => return Ok(scores),
             Some(cap) if cap > n => n = cap,
             Some(_) => bail!("{}: the test did not stop at its cap", pair.name),
         }
@@ -180,6 +188,14 @@ fn pairs(dir: &Path) -> Result<Vec<Pair>> {
         };
         out.push(pair(&v.name, &about, expect, dir.join(&v.name)));
     }
+    let mut int8 = pair(
+        "bf16 (--enable-8bit)",
+        "the bf16 copy, both models run with pot's int8 weights",
+        None,
+        dir.join("bf16"),
+    );
+    int8.extra = vec!["--enable-8bit".into()];
+    out.push(int8);
     for (name, about, expect) in [
         (
             "resaved-5x",
@@ -224,6 +240,25 @@ fn pairs(dir: &Path) -> Result<Vec<Pair>> {
     Ok(out)
 }
 
+/// The `pot verify` rows: name, how it was run, the extra arguments.
+const VERIFY_ROWS: &[(&str, &str, &[&str])] = &[
+    (
+        "batch size 1",
+        "fingerprint (batch 8) vs live, `--batch-size 1`",
+        &["--batch-size", "1"],
+    ),
+    (
+        "1 thread",
+        "fingerprint (2 threads) vs live, `--threads 1`",
+        &["--threads", "1"],
+    ),
+    (
+        "int8 (--enable-8bit)",
+        "fingerprint (f32 weights) vs live int8 weights, `--tolerance quantized`",
+        &["--enable-8bit", "--tolerance", "quantized"],
+    ),
+];
+
 /// A `pot verify` row: name, how it was run, the scores of its queries, the verdict.
 type VerifyRow = (String, String, Vec<f64>, String);
 
@@ -246,23 +281,7 @@ fn verify_rows(pot: &Path, key: &Path, dir: &Path) -> Result<Vec<VerifyRow>> {
         bail!("pot fingerprint failed");
     }
     let mut rows = Vec::new();
-    for (name, about, args) in [
-        (
-            "batch size 1",
-            "fingerprint (batch 8) vs live, `--batch-size 1`",
-            vec!["--batch-size", "1"],
-        ),
-        (
-            "1 thread",
-            "fingerprint (2 threads) vs live, `--threads 1`",
-            vec!["--threads", "1"],
-        ),
-        (
-            "int8 (--enable-8bit)",
-            "fingerprint (f32 weights) vs live int8 weights, `--tolerance quantized`",
-            vec!["--enable-8bit", "--tolerance", "quantized"],
-        ),
-    ] {
+    for (name, about, args) in VERIFY_ROWS {
         let report = dir.join("detection-verify.json");
         let mut cmd = Command::new(pot);
         cmd.arg("verify")
@@ -270,7 +289,7 @@ fn verify_rows(pot: &Path, key: &Path, dir: &Path) -> Result<Vec<VerifyRow>> {
             .arg(&fp)
             .arg("--model2")
             .arg(&model);
-        cmd.arg("-o").arg(&report).args(&args);
+        cmd.arg("-o").arg(&report).args(*args);
         common(&mut cmd);
         let status = cmd.status()?;
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
@@ -299,45 +318,92 @@ fn cell(r: &Decided) -> String {
     format!("{v} {}", r.1)
 }
 
+/// Measured scores by row name: the cache the table is rendered from (`detection.json`).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Measured {
+    pairs: std::collections::BTreeMap<String, Vec<f64>>,
+    /// `pot verify` rows: scores and the verdict line.
+    verify: std::collections::BTreeMap<String, (Vec<f64>, String)>,
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let write = !args.iter().any(|a| a == "--no-write");
+    let reuse = args.iter().any(|a| a == "--reuse");
     variants::run(&[])?;
     let dir = variants::variants_dir();
     let pot = pot()?;
     let key = key_file(&dir)?;
-    let mut rows = Vec::new();
-    let mut json_rows = Vec::new();
-    let mut failures = Vec::new();
-    for pair in pairs(&dir)? {
-        if !only.is_empty() && !only.iter().any(|o| **o == pair.name) {
-            continue;
+    let cache_path = dir.join("detection.json");
+    let mut measured: Measured = if reuse || !only.is_empty() {
+        std::fs::read_to_string(&cache_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    } else {
+        Measured::default()
+    };
+    let pairs = pairs(&dir)?;
+    for pair in &pairs {
+        let selected = only.is_empty() || only.iter().any(|o| **o == pair.name);
+        let cached = measured.pairs.get(&pair.name);
+        let fresh_enough = reuse && cached.is_some_and(|s| short_of(s).is_none());
+        if selected && !fresh_enough {
+            let scores = stream_until_decided(&pot, &key, pair, 48)?;
+            measured.pairs.insert(pair.name.clone(), scores);
         }
-        let (scores, verdicts) = decide_all(&pot, &key, &pair)?;
-        let max = scores.iter().copied().fold(0.0, f64::max);
-        let cells: Vec<String> = verdicts.iter().map(cell).collect();
-        // Row layout: default quick/audit/extended, then quantized quick/audit/extended.
+    }
+    if only.is_empty() && (!reuse || measured.verify.is_empty()) {
+        measured.verify.clear();
+        for (name, _, scores, verdict) in verify_rows(&pot, &key, &dir)? {
+            measured.verify.insert(name, (scores, verdict));
+        }
+    }
+    std::fs::write(&cache_path, serde_json::to_string_pretty(&measured)?)?;
+
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    let mut complete = true;
+    for pair in &pairs {
+        let Some(scores) = measured.pairs.get(&pair.name) else {
+            complete = false;
+            continue;
+        };
+        let decided = verdicts(scores);
+        let cells: Vec<String> = decided
+            .iter()
+            .map(|d| d.as_ref().map_or("(more scores needed)".into(), cell))
+            .collect();
         if let Some(expected) = pair.expect_default
-            && verdicts[..3].iter().any(|r| r.0 != expected)
+            && decided[..3]
+                .iter()
+                .any(|d| d.map(|d| d.0) != Some(expected))
         {
             failures.push(format!(
                 "{}: expected {expected:?} under the default",
                 pair.name
             ));
         }
+        let max = scores.iter().copied().fold(0.0, f64::max);
         rows.push(format!(
-            "| {} | {} | {:.5} | {:.5} | {} | {} |",
+            "| {} | {} | {:.5} | {max:.5} | {} | {} |",
             pair.name,
             pair.about,
-            mean(&scores),
-            max,
+            mean(scores),
             cells[..3].join(" / "),
             cells[3..].join(" / "),
         ));
-        json_rows.push(serde_json::json!({
-            "name": pair.name, "about": pair.about, "scores": scores,
-            "default": cells[..3], "quantized": cells[3..],
-        }));
+    }
+    for (name, about, _) in VERIFY_ROWS {
+        let Some((scores, verdict)) = measured.verify.get(*name) else {
+            complete = false;
+            continue;
+        };
+        let max = scores.iter().copied().fold(0.0, f64::max);
+        rows.push(format!(
+            "| {name} | {about} | {:.5} | {max:.5} | {verdict} (QUICK, `pot verify`) | |",
+            mean(scores)
+        ));
     }
     let header = format!(
         "Command: `cargo xtask detection` (reference: the SmolLM2-135M GGUF; run id `{RUN_ID}`, public \
@@ -348,23 +414,9 @@ pub fn run(args: &[String]) -> Result<()> {
         Tolerance::Default.gamma(),
         Tolerance::Quantized.gamma()
     );
-    if only.is_empty() {
-        for (name, about, scores, verdict) in verify_rows(&pot, &key, &dir)? {
-            let max = scores.iter().copied().fold(0.0, f64::max);
-            rows.push(format!(
-                "| {name} | {about} | {:.5} | {max:.5} | {verdict} (QUICK, `pot verify`) | |",
-                mean(&scores)
-            ));
-            json_rows.push(serde_json::json!({"name": name, "about": about, "scores": scores, "verify": verdict}));
-        }
-    }
     let table = format!("{header}\n{}\n", rows.join("\n"));
     println!("{table}");
-    std::fs::write(
-        dir.join("detection.json"),
-        serde_json::to_string_pretty(&json_rows)?,
-    )?;
-    if write && only.is_empty() {
+    if write && complete {
         let path = fixtures::workspace_root().join("docs/STATISTICS.md");
         let doc = std::fs::read_to_string(&path)?;
         let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
@@ -373,6 +425,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let new = format!("{}{BEGIN}\n{table}{}", &doc[..a], &doc[b..]);
         std::fs::write(&path, new)?;
         eprintln!("wrote the table into {}", path.display());
+    } else if write {
+        eprintln!("some rows are not measured yet: the table was not written into the docs");
     }
     if !failures.is_empty() {
         bail!("requirements not met:\n{}", failures.join("\n"));

@@ -185,6 +185,13 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
             ),
         ));
     }
+    if opts.resources.limits.enable_8bit && args.tolerance == Tolerance::Default && !args.quiet {
+        eprintln!(
+            "note: --enable-8bit quantises both models alike, so identical weights still score 0; \
+             the same weights in two encodings (e.g. GGUF vs bf16) score up to ~0.013 under int8, \
+             near the default tolerance: add --tolerance quantized for such pairs (docs/STATISTICS.md)"
+        );
+    }
     let printer = ProgressPrinter::new(args.quiet);
     let result = verify(&opts, |e| printer.show(e));
     let (json, code) = match &result {

@@ -251,3 +251,135 @@ fn monitor_guards_only_pot_processes() {
     let guarded = report(&guarded_report);
     assert!(guarded["end"].as_str().unwrap().contains("signal received"));
 }
+
+/// Python with torch and transformers (fixtures/variants/requirements.txt): `$POT_PYTHON`, the
+/// venv `~/.cache/pot/pyenv`, or `python3`; `None` (the test skips) when none imports both.
+fn python_with_transformers() -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".cache/pot/pyenv/bin/python"));
+    let candidates = std::env::var_os("POT_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(venv.filter(|v| v.is_file()))
+        .chain(std::iter::once("python3".into()));
+    for python in candidates {
+        let ok = std::process::Command::new(&python)
+            .args(["-c", "import torch, transformers"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(python);
+        }
+    }
+    None
+}
+
+/// The same weights saved by current transformers (5.x config layout, `rope_parameters`) and
+/// with a 4.x-style config: SAME against the GGUF, with equal canonical Merkle roots and equal
+/// architecture hashes (fixtures/variants/resave.py).
+#[test]
+fn a_transformers_saved_copy_is_the_same_model() {
+    let Some(python) = python_with_transformers() else {
+        println!(
+            "skipped: no Python with torch and transformers (pip install -r fixtures/variants/requirements.txt into ~/.cache/pot/pyenv)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let f32_dir = dir.path().join("f32");
+    let out = pot(&["convert", &smol, "--out", &f32_dir.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/variants/resave.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&f32_dir)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = |m: &str| -> serde_json::Value {
+        let out = pot(&["inspect", m, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let canonical = |m: &str| {
+        let out = pot(&["merkle", "root", "--canonical", m]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let gguf_arch = inspect(&smol)["config_hashes"]["architecture_sha256"].clone();
+    let gguf_root = canonical(&smol);
+    for layout in ["resaved-5x", "resaved-4x"] {
+        let copy = dir.path().join(layout).display().to_string();
+        let config = std::fs::read_to_string(dir.path().join(layout).join("config.json")).unwrap();
+        assert_eq!(
+            config.contains("rope_parameters"),
+            layout == "resaved-5x",
+            "{config}"
+        );
+        let info = inspect(&copy);
+        assert_eq!(info["config"]["rope_theta"], 100000.0, "{layout}");
+        assert_eq!(
+            info["config_hashes"]["architecture_sha256"], gguf_arch,
+            "{layout}"
+        );
+        assert_eq!(canonical(&copy), gguf_root, "{layout}");
+        let json = dir.path().join(format!("{layout}.json"));
+        let out = pot(&[
+            "verify",
+            "--model1",
+            &smol,
+            "--model2",
+            &copy,
+            "--mode",
+            "quick",
+            "-q",
+            "-o",
+            &json.display().to_string(),
+        ]);
+        let r = report(&json);
+        assert_eq!(out.status.code(), Some(0), "{layout}: {}", r["reason"]);
+        assert_eq!(r["final_decision"], "SAME");
+        assert_eq!(r["security"]["config_hash"]["match"], true, "{layout}");
+    }
+}
+
+/// A report that cannot be written does not hide the verdict: it is printed, and the exit code
+/// is 6 (runtime), not 2 (usage).
+#[test]
+fn an_unwritable_report_still_prints_the_verdict() {
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let out = pot(&[
+        "verify",
+        "--model1",
+        &smol,
+        "--model2",
+        &smol,
+        "--mode",
+        "quick",
+        "-q",
+        "-o",
+        "/nonexistent/dir/r.json",
+    ]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SAME"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+}

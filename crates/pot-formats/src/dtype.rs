@@ -68,12 +68,14 @@ impl DType {
         }
     }
 
-    /// Bytes needed for `elements` values, or `None` if `elements` is not a whole number of blocks.
+    /// Bytes needed for `elements` values, or `None` if `elements` is not a whole number of blocks
+    /// or the byte count overflows.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let (per_block, bytes) = self.block();
-        elements
-            .is_multiple_of(per_block as u64)
-            .then(|| elements / per_block as u64 * bytes as u64)
+        if !elements.is_multiple_of(per_block as u64) {
+            return None;
+        }
+        (elements / per_block as u64).checked_mul(bytes as u64)
     }
 
     /// GGML type id (as stored in GGUF tensor infos).

@@ -193,8 +193,10 @@ impl<'a> Cursor<'a> {
                     return Err(FormatError::corrupt(self.path, "arrays nested too deeply"));
                 }
                 let inner = self.u32()?;
-                let n = self.count("array", 1)?;
-                let mut items = Vec::with_capacity(n);
+                let n = self.count("array", min_value_bytes(inner))?;
+                // Each item is checked against the bytes left as it is read; reserve little up
+                // front (a `Value` is 32 bytes, 32 times a one-byte item on disk).
+                let mut items = Vec::with_capacity(n.min(RESERVE_AT_MOST));
                 for _ in 0..n {
                     items.push(self.value(inner, depth + 1)?);
                 }
@@ -212,6 +214,26 @@ impl<'a> Cursor<'a> {
         })
     }
 }
+
+/// Smallest encoding of one metadata value of type `ty` (a string is at least its u64 length;
+/// an array its u32 type and u64 count).
+fn min_value_bytes(ty: u32) -> usize {
+    match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => 1,
+    }
+}
+
+/// Entries reserved ahead of reading them, whatever a count claims.
+const RESERVE_AT_MOST: usize = 4096;
+/// Smallest tensor info: name length (8) + dims count (4) + type (4) + offset (8).
+const MIN_TENSOR_INFO_BYTES: usize = 24;
+/// Smallest metadata entry: key length (8) + value type (4) + one byte of value.
+const MIN_KV_BYTES: usize = 13;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -252,8 +274,8 @@ impl GgufFile {
                 reason: format!("GGUF version {version}; pot reads versions 2 and 3"),
             });
         }
-        let tensor_count = c.count("tensor", 8)?;
-        let kv_count = c.count("metadata", 8)?;
+        let tensor_count = c.count("tensor", MIN_TENSOR_INFO_BYTES)?;
+        let kv_count = c.count("metadata", MIN_KV_BYTES)?;
         let mut metadata = BTreeMap::new();
         for _ in 0..kv_count {
             let key = c.string()?;
@@ -270,7 +292,7 @@ impl GgufFile {
                 )
             })?,
         };
-        let mut infos = Vec::with_capacity(tensor_count);
+        let mut infos = Vec::with_capacity(tensor_count.min(RESERVE_AT_MOST));
         for _ in 0..tensor_count {
             let name = c.string()?;
             let n_dims = c.u32()? as usize;
@@ -291,6 +313,12 @@ impl GgufFile {
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, type_id, offset) in infos {
+            if dims.contains(&0) {
+                return Err(FormatError::corrupt(
+                    path,
+                    format!("tensor `{name}` has an empty dimension: {dims:?}"),
+                ));
+            }
             let dtype = DType::from_ggml(type_id).ok_or_else(|| FormatError::UnsupportedDtype {
                 path: path.into(),
                 tensor: name.clone(),
@@ -302,15 +330,21 @@ impl GgufFile {
                 .ok_or_else(|| {
                     FormatError::corrupt(path, format!("tensor `{name}`: shape {dims:?} overflows"))
                 })?;
-            let len = dtype.bytes_for(elements).ok_or_else(|| {
-                FormatError::corrupt(
-                    path,
-                    format!(
-                        "tensor `{name}`: {elements} elements are not whole {} blocks",
-                        dtype.name()
-                    ),
-                )
-            })?;
+            // Blocks never straddle rows: each row (dims[0] values) must be whole blocks.
+            let row = dims.first().copied().unwrap_or(1);
+            let len = dtype
+                .bytes_for(row)
+                .and_then(|_| dtype.bytes_for(elements))
+                .ok_or_else(|| {
+                    FormatError::corrupt(
+                        path,
+                        format!(
+                            "tensor `{name}`: rows of {row} values are not whole {} blocks of {}",
+                            dtype.name(),
+                            dtype.block().0
+                        ),
+                    )
+                })?;
             let start = data_start.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(len));
             match (start, end) {

@@ -15,6 +15,7 @@ pub mod model;
 pub mod names;
 pub mod rope;
 pub mod tokenizer;
+pub mod variants;
 
 pub use config::{Architecture, ModelConfig};
 pub use dtype::DType;

@@ -98,6 +98,13 @@ impl Tokenizer {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
             .unwrap_or_default();
+        if types.len() > tokens.len() {
+            return Err(fail(format!(
+                "`tokenizer.ggml.token_type` has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
         let vocab: HashMap<String, u32> = tokens
             .iter()
             .enumerate()

@@ -120,3 +120,150 @@ fn safetensors_shape_mismatch_and_bad_config() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// A minimal GGUF v3 file: metadata (key, type id, encoded value) and tensor infos (name, dims,
+/// ggml type, offset), then `data` after 32-byte alignment. Crafted files need no fixtures.
+struct Gguf {
+    counts: Option<(u64, u64)>,
+    kv: Vec<(String, u32, Vec<u8>)>,
+    tensors: Vec<(String, Vec<u64>, u32, u64)>,
+    data: Vec<u8>,
+}
+
+fn gguf_string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+impl Gguf {
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend_from_slice(&3u32.to_le_bytes());
+        let (t, k) = self
+            .counts
+            .unwrap_or((self.tensors.len() as u64, self.kv.len() as u64));
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&k.to_le_bytes());
+        for (key, ty, value) in &self.kv {
+            out.extend(gguf_string(key));
+            out.extend_from_slice(&ty.to_le_bytes());
+            out.extend_from_slice(value);
+        }
+        for (name, dims, ty, offset) in &self.tensors {
+            out.extend(gguf_string(name));
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&ty.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(&self.data);
+        out
+    }
+}
+
+fn write_gguf(dir: &Path, name: &str, g: &Gguf) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, g.bytes()).unwrap();
+    path
+}
+
+/// Counts that claim more entries than the file can hold are refused before anything is
+/// reserved; a quantised tensor whose rows are not whole blocks is refused at open (it used to
+/// open and then panic when read); a `token_type` array longer than the token list is refused.
+#[test]
+fn crafted_gguf_files_are_refused_not_crashed() {
+    let dir = tempfile::tempdir().unwrap();
+    // One byte per item on disk, 4e9 items claimed.
+    let mut huge_array = 0u32.to_le_bytes().to_vec();
+    huge_array.extend_from_slice(&4_000_000_000u64.to_le_bytes());
+    huge_array.extend_from_slice(&[0u8; 64]);
+    let cases = [
+        (
+            "counts.gguf",
+            Gguf {
+                counts: Some((4_000_000_000, 1)),
+                kv: vec![],
+                tensors: vec![],
+                data: vec![0; 64],
+            },
+            "cannot fit",
+        ),
+        (
+            "array.gguf",
+            Gguf {
+                counts: None,
+                kv: vec![("x".into(), 9, huge_array)],
+                tensors: vec![],
+                data: vec![],
+            },
+            "cannot fit",
+        ),
+        (
+            "rows.gguf",
+            Gguf {
+                counts: None,
+                kv: vec![],
+                // Q8_0 (type 8), rows of 48 values, two rows: 96 values = 3 whole blocks.
+                tensors: vec![("token_embd.weight".into(), vec![48, 2], 8, 0)],
+                data: vec![0; 3 * 34],
+            },
+            "not whole Q8_0 blocks",
+        ),
+        (
+            "overflow.gguf",
+            Gguf {
+                counts: None,
+                kv: vec![],
+                tensors: vec![("t".into(), vec![1 << 62, 1 << 3], 0, 0)],
+                data: vec![],
+            },
+            "overflows",
+        ),
+    ];
+    for (name, g, needle) in cases {
+        let path = write_gguf(dir.path(), name, &g);
+        let text = open_err(&path);
+        assert!(text.contains(needle), "{name}: {text}");
+    }
+}
+
+#[test]
+fn a_token_type_array_longer_than_the_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let string_array = |items: &[&str]| {
+        let mut v = 8u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for s in items {
+            v.extend(gguf_string(s));
+        }
+        v
+    };
+    let mut types = 5u32.to_le_bytes().to_vec(); // i32 items
+    types.extend_from_slice(&3u64.to_le_bytes());
+    for _ in 0..3 {
+        types.extend_from_slice(&1i32.to_le_bytes());
+    }
+    let g = Gguf {
+        counts: None,
+        kv: vec![
+            ("tokenizer.ggml.model".into(), 8, gguf_string("gpt2")),
+            ("tokenizer.ggml.tokens".into(), 9, string_array(&["a", "b"])),
+            ("tokenizer.ggml.merges".into(), 9, string_array(&["a b"])),
+            ("tokenizer.ggml.token_type".into(), 9, types),
+        ],
+        tensors: vec![],
+        data: vec![],
+    };
+    let path = write_gguf(dir.path(), "types.gguf", &g);
+    let file = pot_formats::gguf::GgufFile::open(&path).unwrap();
+    let err = pot_formats::Tokenizer::from_gguf(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 entries for 2 tokens"), "{err}");
+}
