@@ -159,7 +159,7 @@ impl Gguf {
             out.extend_from_slice(&ty.to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
         }
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         out.extend_from_slice(&self.data);
