@@ -112,6 +112,11 @@ fn demo(args: &[String]) -> Result<()> {
     if !args.iter().any(|a| a == "--mode") {
         cmd.args(["--mode", "quick"]);
     }
+    if !args.iter().any(|a| a == "--key-file") {
+        // A replayable run: the demo's key is kept in the fixture cache.
+        let key = pot_formats::fixtures::cache_dir().join("demo.key");
+        cmd.arg("--key-file").arg(key).arg("--create-key");
+    }
     cmd.args(args);
     let status = cmd.status().context("cannot run cargo")?;
     // pot's exit code is the verdict (0 SAME, 1 DIFFERENT, 3 UNDECIDED): pass it on.

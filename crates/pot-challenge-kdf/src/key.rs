@@ -32,6 +32,8 @@ pub enum KeyError {
     Random(String),
 }
 
+const FINGERPRINT_MAC_LABEL: &str = "pot/fingerprint-mac/v1";
+
 /// A secret 32-byte master key. `Debug` and `Display` never show the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey([u8; 32]);
@@ -136,6 +138,24 @@ impl MasterKey {
             .chain_update(self.0)
             .finalize();
         KeyId(hex::encode(&digest[..8]))
+    }
+
+    /// `HMAC-SHA256(K_fp, data)` with `K_fp = HMAC(master, "pot/fingerprint-mac/v1")`: the
+    /// trailer that authenticates a fingerprint file (a subkey, so the tag reveals nothing
+    /// about the challenge seeds).
+    pub fn fingerprint_mac(&self, data: &[u8]) -> [u8; 32] {
+        let subkey = crate::prf::derive_key(&self.0, FINGERPRINT_MAC_LABEL, b"");
+        crate::prf::hmac_sha256(&subkey, &[data])
+    }
+
+    /// Whether `tag` is [`Self::fingerprint_mac`] of `data`, compared in constant time.
+    pub fn verify_fingerprint_mac(&self, data: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        let subkey = crate::prf::derive_key(&self.0, FINGERPRINT_MAC_LABEL, b"");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&subkey)
+            .expect("HMAC accepts keys of any length");
+        mac.update(data);
+        mac.verify_slice(tag).is_ok()
     }
 
     /// The secret bytes, for the PRF only.

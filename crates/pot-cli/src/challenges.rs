@@ -49,22 +49,32 @@ impl KeyArgs {
     }
 }
 
+/// Which challenges: the defaults are `pot verify`'s, so `pot challenges commit` with the same
+/// `--run-id` and `--mode` prints exactly the commitment the verify report will carry.
 #[derive(Args, Clone)]
 pub struct SpecArgs {
-    /// Run identifier; different runs with one key get unrelated challenges.
-    #[arg(long, default_value = "default")]
+    /// Run identifier; different runs with one key get unrelated challenges (verify's default).
+    #[arg(long, default_value = "verify")]
     pub run_id: String,
-    /// Number of challenges.
-    #[arg(short = 'n', long = "count", default_value_t = 32)]
-    pub count: u64,
+    /// The verify mode whose query cap is the number of challenges: quick 48, audit 96,
+    /// extended 192 (verify's default: audit).
+    #[arg(long, default_value = "audit", value_parser = crate::decide::parse_mode)]
+    pub mode: pot_stats::Mode,
+    /// Number of challenges instead of the mode's cap.
+    #[arg(short = 'n', long = "count")]
+    pub count: Option<u64>,
     /// Restrict to these families (repeatable): factual, reasoning, code, dialogue, french.
     #[arg(long = "family", value_parser = parse_family)]
     pub families: Vec<Family>,
 }
 
 impl SpecArgs {
+    pub fn count(&self) -> u64 {
+        self.count.unwrap_or(self.mode.n_max)
+    }
+
     pub fn spec(&self) -> ChallengeSpec {
-        ChallengeSpec::new(self.run_id.clone(), self.count).with_families(self.families.clone())
+        ChallengeSpec::new(self.run_id.clone(), self.count()).with_families(self.families.clone())
     }
 }
 
@@ -100,7 +110,8 @@ enum ChallengesAction {
         #[arg(long)]
         json: bool,
     },
-    /// Check that a revealed key reproduces a published commitment (exit 0 if it does, 1 if not).
+    /// Check that a revealed key reproduces a published commitment (exit 0 if it does, 1 if
+    /// not); with `--report`, also that the report's run used exactly that commitment.
     CheckCommitment {
         #[command(flatten)]
         key: KeyArgs,
@@ -109,6 +120,10 @@ enum ChallengesAction {
         /// The published commitment digest (hex).
         #[arg(long)]
         commitment: String,
+        /// A `pot verify` report: its run id and query cap replace --run-id / --mode, and its
+        /// recorded commitment must be the published one.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -134,9 +149,39 @@ pub fn run(args: ChallengesArgs) -> Result<u8, Failure> {
             key,
             spec,
             commitment,
+            report,
         }) => {
             let key = key.load()?;
-            if check_commitment(&key, &spec.spec(), &commitment) {
+            let mut spec = spec.spec();
+            if let Some(path) = &report {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    exit::fail(
+                        exit::LOAD_FAILED,
+                        anyhow::anyhow!("{} is not a JSON report: {e}", path.display()),
+                    )
+                })?;
+                let c = &r["challenges"];
+                let (Some(run_id), Some(cap), Some(recorded)) = (
+                    c["run_id"].as_str(),
+                    c["cap"].as_u64(),
+                    c["commitment"].as_str(),
+                ) else {
+                    return Err(exit::fail(
+                        exit::LOAD_FAILED,
+                        anyhow::anyhow!("{} records no challenge commitment", path.display()),
+                    ));
+                };
+                if recorded != commitment {
+                    println!(
+                        "MISMATCH: the report's run used commitment {recorded}, not the published {commitment}"
+                    );
+                    return Ok(exit::DIFFERENT);
+                }
+                spec = ChallengeSpec::new(run_id, cap).with_families(spec.families.clone());
+            }
+            if check_commitment(&key, &spec, &commitment) {
                 println!("ok: key {} reproduces commitment {commitment}", key.id());
                 Ok(exit::SAME)
             } else {

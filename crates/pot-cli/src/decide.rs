@@ -44,21 +44,27 @@ fn parse_method(name: &str) -> Result<Method, String> {
 
 /// Reads scores with their line numbers; any bad line is an error naming it.
 fn read_scores(path: &PathBuf) -> Result<Vec<(usize, f64)>, Failure> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bad = |e: anyhow::Error| exit::fail(exit::LOAD_FAILED, e);
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(bad)?;
     let mut scores = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let value: f64 = line
-            .parse()
-            .map_err(|_| anyhow!("{}:{}: `{line}` is not a number", path.display(), i + 1))?;
+        let value: f64 = line.parse().map_err(|_| {
+            bad(anyhow!(
+                "{}:{}: `{line}` is not a number",
+                path.display(),
+                i + 1
+            ))
+        })?;
         scores.push((i + 1, value));
     }
     if scores.is_empty() {
-        return Err(anyhow!("{}: the file holds no scores", path.display()).into());
+        return Err(bad(anyhow!("{}: the file holds no scores", path.display())));
     }
     Ok(scores)
 }
@@ -71,9 +77,12 @@ pub fn run(args: DecideArgs) -> Result<u8, Failure> {
     let scores = read_scores(&args.scores)?;
     let mut test = SequentialTest::new(mode, args.method, args.score_max)?;
     for (line, score) in &scores {
-        let step = test
-            .push(*score)
-            .map_err(|e| anyhow!("{}:{line}: {e}", args.scores.display()))?;
+        let step = test.push(*score).map_err(|e| {
+            exit::fail(
+                exit::LOAD_FAILED,
+                anyhow!("{}:{line}: {e}", args.scores.display()),
+            )
+        })?;
         if let Step::Stop(_) = step {
             break;
         }

@@ -24,11 +24,33 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
+/// The exit code an error means: bad input (a model, key, fingerprint or file that cannot be
+/// used as given) 4; a failure of the machine (I/O, randomness) 6; anything else is an argument
+/// the user gave that pot refuses, 2. Errors that need another code use [`fail`].
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(error: E) -> Self {
+        use pot_challenge_kdf::KeyError;
+        use pot_scoring::ScoringError;
         let error = error.into();
         let code = if error.downcast_ref::<pot_formats::FormatError>().is_some() {
             LOAD_FAILED
+        } else if let Some(e) = error.downcast_ref::<KeyError>() {
+            match e {
+                KeyError::Unreadable { .. } | KeyError::Malformed { .. } => LOAD_FAILED,
+                KeyError::Exists(_) => USAGE,
+                KeyError::Unwritable { .. } | KeyError::Random(_) => RUNTIME,
+            }
+        } else if let Some(e) = error.downcast_ref::<ScoringError>() {
+            match e {
+                ScoringError::Fingerprint { .. } | ScoringError::FingerprintMismatch(_) => {
+                    LOAD_FAILED
+                }
+                _ => RUNTIME,
+            }
+        } else if error.downcast_ref::<std::io::Error>().is_some()
+            || error.downcast_ref::<serde_json::Error>().is_some()
+        {
+            RUNTIME
         } else {
             USAGE
         };

@@ -36,10 +36,21 @@ pub struct MonitorArgs {
     duration: Option<f64>,
 }
 
+/// Longest sampling interval `pot monitor` accepts (one hour).
+const MAX_INTERVAL_S: f64 = 3600.0;
+
 pub fn monitor_cmd(args: MonitorArgs) -> Result<u8, Failure> {
     let thresholds = args.thresholds.thresholds()?;
-    if !(args.interval.is_finite() && args.interval > 0.0) {
-        return Err(anyhow!("--interval must be a positive number of seconds").into());
+    // Bounded above too: a duration of 1e20 s does not exist (it used to panic).
+    if !(args.interval.is_finite() && args.interval > 0.0 && args.interval <= MAX_INTERVAL_S) {
+        return Err(
+            anyhow!("--interval must be a number of seconds in (0, {MAX_INTERVAL_S}]").into(),
+        );
+    }
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d >= 0.0)
+    {
+        return Err(anyhow!("--duration must be a non-negative number of seconds").into());
     }
     if let Some(pid) = args.pid {
         match command_name(pid) {

@@ -44,7 +44,9 @@ pub struct VerifyArgs {
     /// Run identifier (challenges differ per run id).
     #[arg(long, default_value = "verify")]
     run_id: String,
-    /// Write the JSON report here (atomically).
+    /// Write the JSON report here (atomically). Without --key-file or $POT_KEY, a fresh key is
+    /// saved beside it as REPORT.key (mode 0600) so the run can be replayed; with neither a key
+    /// nor a report, verify refuses.
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Compute backend: flex (CPU, default), ndarray or wgpu when compiled in.
@@ -70,19 +72,35 @@ fn parse_backend(name: &str) -> Result<Backend, String> {
     Ok(backend)
 }
 
-/// The key of a run: given, or a fresh one for this run only.
-fn run_key(key: &KeyArgs, quiet: bool) -> Result<MasterKey, Failure> {
+/// The key of a run: given (`--key-file` or `$POT_KEY`), or a fresh one saved beside the report
+/// (`REPORT.key`, mode 0600) so the run can be replayed. Without either, the run is refused: a
+/// verification nobody can replay proves nothing to anyone else.
+fn run_key(key: &KeyArgs, report: Option<&Path>) -> Result<MasterKey, Failure> {
     if key.key_file.is_some() || std::env::var_os(pot_challenge_kdf::KEY_ENV).is_some() {
         return Ok(key.load()?);
     }
+    let Some(report) = report else {
+        return Err(exit::fail(
+            exit::USAGE,
+            anyhow!(
+                "no master key: pass --key-file K (add --create-key to make one), set ${}, or give \
+                 -o REPORT and a fresh key is saved beside it as REPORT.key",
+                pot_challenge_kdf::KEY_ENV
+            ),
+        ));
+    };
+    let mut name = report.as_os_str().to_os_string();
+    name.push(".key");
+    let path = PathBuf::from(name);
     let fresh = MasterKey::generate()?;
-    if !quiet {
-        eprintln!(
-            "no --key-file: using a fresh random key (id {}) that is not saved; pass --key-file K \
-             --create-key to keep one and replay the run",
-            fresh.id()
-        );
-    }
+    fresh.save_new(&path)?;
+    // Printed even with --quiet: without this file the run cannot be replayed.
+    eprintln!(
+        "no --key-file: a fresh key (id {}) is saved in {} (mode 0600); keep it secret until you \
+         reveal it, and pass it as --key-file to replay this run",
+        fresh.id(),
+        path.display()
+    );
     Ok(fresh)
 }
 
@@ -140,15 +158,19 @@ fn bar(done: u64, total: u64) -> String {
 }
 
 pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    pot_formats::write_atomically(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The exit code of a pipeline error.
 fn error_code(e: &VerifyError) -> u8 {
+    use pot_scoring::ScoringError;
     match e {
-        VerifyError::Load(_) => exit::LOAD_FAILED,
+        // A model or a fingerprint that cannot be used as given: bad input.
+        VerifyError::Load(_)
+        | VerifyError::Scoring(
+            ScoringError::Fingerprint { .. } | ScoringError::FingerprintMismatch(_),
+        ) => exit::LOAD_FAILED,
         VerifyError::Plan(_) | VerifyError::MemoryLimit(_) => exit::MEMORY,
         _ => exit::RUNTIME,
     }
@@ -156,7 +178,7 @@ fn error_code(e: &VerifyError) -> u8 {
 
 pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     let resources = args.resources.apply()?;
-    let key = run_key(&args.key, args.quiet)?;
+    let key = run_key(&args.key, args.output.as_deref())?;
     let opts = VerifyOptions {
         model1: args.model1.clone().unwrap_or_default(),
         model2: args.model2.clone(),
@@ -365,7 +387,7 @@ pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
              --tolerance quantized (int8 noise is above the default tolerance)"
         );
     }
-    fp.save(&args.output)
+    fp.save(&args.output, &key)
         .map_err(|e| exit::fail(exit::RUNTIME, anyhow!(e)))?;
     println!(
         "wrote {} ({} challenges, top-{}, commitment {})",
@@ -420,7 +442,14 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
         ));
     }
     let resources = args.resources.apply()?;
-    let key = run_key(&args.key, args.quiet || args.json)?;
+    // The scores measure noise between two deployments; any key serves, so a fresh one is used
+    // when none is given (its id is in the JSON output).
+    let key =
+        if args.key.key_file.is_some() || std::env::var_os(pot_challenge_kdf::KEY_ENV).is_some() {
+            args.key.load()?
+        } else {
+            MasterKey::generate()?
+        };
     let opts = VerifyOptions {
         model1: args.model1.clone(),
         model2: args.model2.clone(),

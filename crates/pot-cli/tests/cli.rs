@@ -105,10 +105,12 @@ fn keys_are_created_private_and_bad_keys_are_explained() {
         "-n",
         "1",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    // A key file that is not a key is bad input (4); a missing key is a usage error (2).
+    assert_eq!(out.status.code(), Some(4));
     assert!(stderr(&out).contains("64 hex digits"), "{}", stderr(&out));
     let out = pot(&["challenges", "-n", "1"]);
     assert!(stderr(&out).contains("no master key"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2));
 
     let created = dir.path().join("created.key").display().to_string();
     let out = pot(&[
@@ -149,7 +151,7 @@ fn decide_reports_the_stopping_query_and_names_bad_lines() {
 
     std::fs::write(&scores, "0.1\n0.2\nabc\n").unwrap();
     let out = pot(&["decide", "--scores", &s]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(
         stderr(&out).contains(":3: `abc` is not a number"),
         "{}",
@@ -287,4 +289,13 @@ fn configs_pot_cannot_compute_exactly_are_refused_naming_the_key() {
     };
     assert_eq!(hash(&five), hash(&four));
     assert!(hash(&five).is_string());
+}
+
+#[test]
+fn monitor_refuses_intervals_that_do_not_exist() {
+    for interval in ["1e20", "0", "-1", "nan"] {
+        let out = pot(&["monitor", "--interval", interval, "--duration", "0"]);
+        assert_eq!(out.status.code(), Some(2), "{interval}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--interval"), "{}", stderr(&out));
+    }
 }

@@ -321,6 +321,49 @@ fn golden_report_against_saved_fingerprints() {
         "other",
         "-q",
     ]);
-    assert_eq!(out.status.code(), Some(6));
+    // Bad input (exit 4), not a runtime failure.
+    assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--run-id"));
+
+    // Under another key the fingerprint is refused, naming both key ids.
+    let other_key = dir.path().join("other.hex");
+    std::fs::write(&other_key, "17".repeat(32)).unwrap();
+    let out = pot(&[
+        "verify",
+        "--reference",
+        &fp_arg,
+        "--model2",
+        &smol,
+        "--key-file",
+        &other_key.display().to_string(),
+        "--mode",
+        "quick",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("made under key id"));
+
+    // One log-prob changed and the old unkeyed SHA-256 trailer recomputed: refused.
+    let bytes = std::fs::read(&fp).unwrap();
+    let mut forged = bytes[..bytes.len() - 32].to_vec();
+    let at = forged.len() - 4;
+    forged[at..].copy_from_slice(&(-0.25f32).to_le_bytes());
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&forged);
+    forged.extend_from_slice(&digest);
+    let forged_path = dir.path().join("forged.potfp");
+    std::fs::write(&forged_path, forged).unwrap();
+    let out = pot(&[
+        "verify",
+        "--reference",
+        &forged_path.display().to_string(),
+        "--model2",
+        &smol,
+        "--key-file",
+        &key,
+        "--mode",
+        "quick",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("edited after it was signed"));
 }

@@ -121,6 +121,9 @@ fn merkle_cli_root_proof_verify_and_diff() {
 fn a_model_over_budget_is_refused_before_loading() {
     let smol = model_path(SMOLLM2_135M).display().to_string();
     let base = ["verify", "--model1", &smol, "--model2", &smol, "-q"];
+    let key = [("POT_KEY", "ab".repeat(32))];
+    let key: Vec<(&str, &str)> = key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let pot = |args: &[&str]| pot_env(args, &key);
     let out = pot(&[&base[..], &["--max-memory", "0.9"]].concat());
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -180,8 +183,13 @@ fn a_budget_crossed_mid_run_aborts_cleanly() {
             .unwrap()
             .contains("over the budget")
     );
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(files.len(), 1, "only the report: {files:?}");
+    // The report and the fresh key saved beside it (no --key-file), nothing half-written.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["report.json", "report.json.key"]);
 }
 
 /// `pot monitor` refuses to guard a process that is not pot, and at the kill threshold stops
@@ -367,19 +375,109 @@ fn a_transformers_saved_copy_is_the_same_model() {
 #[test]
 fn an_unwritable_report_still_prints_the_verdict() {
     let smol = model_path(SMOLLM2_135M).display().to_string();
+    let key = "ab".repeat(32);
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol,
+            "--model2",
+            &smol,
+            "--mode",
+            "quick",
+            "-q",
+            "-o",
+            "/nonexistent/dir/r.json",
+        ],
+        &[("POT_KEY", &key)],
+    );
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SAME"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+}
+
+/// The README's commit -> verify -> check-commitment workflow, end to end: the commitment
+/// published before the run is the one the report carries, and the revealed key reproduces it.
+#[test]
+fn commit_then_verify_then_check_the_commitment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.hex");
+    let key_arg = key.display().to_string();
+    assert!(pot(&["keygen", "--out", &key_arg]).status.success());
+    let commit = pot(&[
+        "challenges",
+        "commit",
+        "--key-file",
+        &key_arg,
+        "--run-id",
+        "audit-2026",
+        "--mode",
+        "quick",
+    ]);
+    assert!(commit.status.success());
+    let published = String::from_utf8_lossy(&commit.stdout).trim().to_string();
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let json = dir.path().join("r.json");
     let out = pot(&[
         "verify",
         "--model1",
         &smol,
         "--model2",
         &smol,
+        "--key-file",
+        &key_arg,
+        "--run-id",
+        "audit-2026",
         "--mode",
         "quick",
         "-q",
         "-o",
-        "/nonexistent/dir/r.json",
+        &json.display().to_string(),
     ]);
-    assert_eq!(out.status.code(), Some(6));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SAME"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        report(&json)["challenges"]["commitment"],
+        published.as_str()
+    );
+    let check = |commitment: &str| {
+        pot(&[
+            "challenges",
+            "check-commitment",
+            "--key-file",
+            &key_arg,
+            "--commitment",
+            commitment,
+            "--report",
+            &json.display().to_string(),
+        ])
+    };
+    let ok = check(&published);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let wrong = check(&"0".repeat(64));
+    assert_eq!(wrong.status.code(), Some(1));
+    // verify's defaults are commit's defaults (run id `verify`, mode audit).
+    let default_commit = pot(&["challenges", "commit", "--key-file", &key_arg]);
+    let dry = pot(&["challenges", "--key-file", &key_arg, "--json"]);
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(dry["commitment"]["spec"]["run_id"], "verify");
+    assert_eq!(dry["commitment"]["spec"]["count"], 96);
+    assert_eq!(
+        String::from_utf8_lossy(&default_commit.stdout).trim(),
+        dry["commitment"]["digest"].as_str().unwrap()
+    );
+}
+
+/// Without a key and without a report to save a fresh one beside, verify refuses (a run nobody
+/// can replay); with a report, the fresh key is saved beside it, mode 0600.
+#[test]
+fn a_run_without_a_key_is_replayable_or_refused() {
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let out = pot(&["verify", "--model1", &smol, "--model2", &smol, "-q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no master key"));
 }

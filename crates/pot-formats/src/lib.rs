@@ -5,6 +5,7 @@
 //! through [`Model`]: one internal tensor naming (Hugging Face's), f32 values on demand, raw
 //! bytes borrowed from the memory map, and a [`ModelDescription`] computed from headers alone.
 
+pub mod atomic;
 pub mod config;
 pub mod convert;
 pub mod dtype;
@@ -17,6 +18,7 @@ pub mod rope;
 pub mod tokenizer;
 pub mod variants;
 
+pub use atomic::write_atomically;
 pub use config::{Architecture, ModelConfig};
 pub use dtype::DType;
 pub use error::{FormatError, Result};

@@ -97,7 +97,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn start(config: MonitorConfig) -> Self {
+    /// Starts the sampling thread; an error when the thread cannot be spawned (a run must not
+    /// go on unguarded).
+    pub fn start(config: MonitorConfig) -> std::io::Result<Self> {
         let started = Instant::now();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -110,16 +112,15 @@ impl Monitor {
             let (cancel, stop, state) = (cancel.clone(), stop.clone(), state.clone());
             std::thread::Builder::new()
                 .name("pot-memory-monitor".into())
-                .spawn(move || sample_loop(&config, started, &cancel, &stop, &state))
-                .ok()
+                .spawn(move || sample_loop(&config, started, &cancel, &stop, &state))?
         };
-        Self {
+        Ok(Self {
             started,
             cancel,
             stop,
             state,
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 
     /// The flag the work checks; set at the kill threshold or past the budget.
@@ -260,7 +261,8 @@ mod tests {
             },
             budget_bytes: Some(1),
             interval: Duration::from_millis(5),
-        });
+        })
+        .unwrap();
         let flag = monitor.cancel_flag();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -282,7 +284,8 @@ mod tests {
             thresholds: Thresholds::default(),
             budget_bytes: Some(u64::MAX),
             interval: Duration::from_millis(5),
-        });
+        })
+        .unwrap();
         std::thread::sleep(Duration::from_millis(30));
         assert!(!monitor.cancelled());
         let report = monitor.finish();

@@ -121,6 +121,11 @@ pub enum PlanError {
         why: String,
         advice: String,
     },
+    #[error(
+        "the memory monitor thread could not start ({0}); pot does not run unguarded. Free \
+         system resources (threads, memory) and retry"
+    )]
+    Monitor(String),
 }
 
 /// Sizes of one model, derived from its description.

@@ -160,17 +160,26 @@ fn residency(strategy: Strategy) -> Residency {
 }
 
 /// Sequences per pass and their longest tokenised length, for the memory plan.
-fn workload(tokenizer: &Tokenizer, challenges: &[Challenge], batch_size: usize) -> Workload {
-    let max_tokens = challenges
-        .iter()
-        .filter_map(|c| tokenizer.encode_prompt(&c.prompt).ok())
-        .map(|ids| ids.len())
-        .max()
-        .unwrap_or(1);
-    Workload {
+fn workload(
+    tokenizer: &Tokenizer,
+    challenges: &[Challenge],
+    batch_size: usize,
+) -> Result<Workload, VerifyError> {
+    let mut max_tokens = 1;
+    for c in challenges {
+        // A challenge that does not tokenize is an error here, not a plan for 1 token.
+        let ids = tokenizer
+            .encode_prompt(&c.prompt)
+            .map_err(|reason| ScoringError::Tokenize {
+                challenge: c.id.clone(),
+                reason,
+            })?;
+        max_tokens = max_tokens.max(ids.len());
+    }
+    Ok(Workload {
         batch_size: batch_size.max(FingerprintOptions::default().batch_size),
         max_tokens,
-    }
+    })
 }
 
 fn start_monitor(resources: &ResourceOptions) -> Result<Monitor, PlanError> {
@@ -179,11 +188,13 @@ fn start_monitor(resources: &ResourceOptions) -> Result<Monitor, PlanError> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(budget);
-    Ok(Monitor::start(MonitorConfig {
+    // A run never goes on unguarded: no monitor thread, no run.
+    Monitor::start(MonitorConfig {
         thresholds: resources.thresholds,
         budget_bytes: Some(budget),
         interval: resources.monitor_interval,
-    }))
+    })
+    .map_err(|e| PlanError::Monitor(e.to_string()))
 }
 
 fn check_monitor(monitor: &Monitor) -> Result<(), VerifyError> {
@@ -236,7 +247,7 @@ fn pipeline(
     let commitment = challenge_stage.commitment();
     report.set_challenges(&commitment);
     let challenges = challenge_stage.challenges();
-    let work = workload(&candidate.tokenizer, &challenges, opts.batch_size);
+    let work = workload(&candidate.tokenizer, &challenges, opts.batch_size)?;
     let plan2 = plan(&candidate.model.description(), limits, &work, system)?;
 
     let evidence2 = if opts.weight_evidence {
@@ -268,7 +279,7 @@ fn pipeline(
 
     match &opts.reference {
         Some(path) => {
-            let mut fp = Fingerprint::load(path)?;
+            let mut fp = Fingerprint::load(path, &opts.key)?;
             report.model1_identity(&fp.header.config_sha256, &fp.header.vocab_sha256);
             if let Some(evidence2) = &evidence2 {
                 report.reference_evidence(fp.header.merkle_root.as_deref(), evidence2);
@@ -281,6 +292,7 @@ fn pipeline(
                 );
                 return Ok(());
             }
+            check_records(&fp, path, &challenges, &candidate)?;
             let execution = "reference fingerprint: only model 2 is loaded";
             report.memory_plan(None, &plan2, execution);
             progress(Progress::Stage("scoring model 2"));
@@ -434,6 +446,57 @@ fn check_reference(fp: &Fingerprint, commitment: &Commitment) -> Result<(), Veri
     .into())
 }
 
+/// Every record of an (authenticated) fingerprint is what this run would have produced: valid
+/// against the vocabulary, one per challenge in order, on the token ids the challenge's prompt
+/// tokenizes to, scored from the header's prefix. Nothing in a header is taken on trust.
+fn check_records(
+    fp: &Fingerprint,
+    path: &Path,
+    challenges: &[Challenge],
+    candidate: &Side,
+) -> Result<(), VerifyError> {
+    let origin = path.display().to_string();
+    // The candidate's output rows are what the records' ids index.
+    fp.validate(candidate.model.config().vocab_size, &origin)?;
+    let tokenizer = &candidate.tokenizer;
+    let mismatch = |reason: String| -> VerifyError {
+        ScoringError::Fingerprint {
+            path: origin.clone(),
+            reason,
+        }
+        .into()
+    };
+    if fp.records.len() != challenges.len() {
+        return Err(mismatch(format!(
+            "it holds {} records for the {} challenges of this run",
+            fp.records.len(),
+            challenges.len()
+        )));
+    }
+    for (record, challenge) in fp.records.iter().zip(challenges) {
+        if record.index != challenge.index || record.challenge_id != challenge.id {
+            return Err(mismatch(format!(
+                "record {} is for challenge {} ({}), not {} ({})",
+                record.index, record.challenge_id, record.index, challenge.id, challenge.index
+            )));
+        }
+        let ids = tokenizer
+            .encode_prompt(&challenge.prompt)
+            .map_err(|reason| ScoringError::Tokenize {
+                challenge: challenge.id.clone(),
+                reason,
+            })?;
+        if ids != record.token_ids || record.first_scored != fp.header.prefix {
+            return Err(mismatch(format!(
+                "challenge {}: its token ids or first scored position are not what the \
+                 challenge's prompt gives",
+                challenge.id
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The header of a fingerprint of `side` on the challenge set `commitment` describes.
 fn header_for(
     side: &Side,
@@ -476,7 +539,7 @@ pub fn fingerprint_model(
         &side.tokenizer,
         &challenges,
         FingerprintOptions::default().batch_size,
-    );
+    )?;
     let plan = plan(
         &side.model.description(),
         &resources.limits,

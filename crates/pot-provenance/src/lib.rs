@@ -180,6 +180,11 @@ impl TensorProof {
         else {
             return false;
         };
+        // A leaf digest that is not 32 bytes of hex cannot be a tensor's (it used to hash as
+        // an empty digest).
+        if decode_hash(&self.leaf.bytes_sha256).is_none() {
+            return false;
+        }
         verify_inclusion(&self.leaf.hash(), self.index, self.size, &path, &root)
     }
 }

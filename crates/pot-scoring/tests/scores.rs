@@ -63,15 +63,48 @@ fn self_score_is_zero_and_fingerprint_files_round_trip() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fp.potfp");
-    fp.save(&path).unwrap();
-    assert_eq!(Fingerprint::load(&path).unwrap(), fp);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 1;
-    let err = Fingerprint::from_bytes(&bytes, "tampered")
+    fp.save(&path, &key()).unwrap();
+    assert_eq!(Fingerprint::load(&path, &key()).unwrap(), fp);
+    fp.validate(model.config().vocab_size, "fp").unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let refused = |bytes: &[u8], key: &MasterKey| {
+        Fingerprint::from_bytes(bytes, "fp", key)
+            .unwrap_err()
+            .to_string()
+    };
+    // One flipped bit anywhere in the body: the tag no longer verifies.
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 1;
+    assert!(refused(&flipped, &key()).contains("edited after it was signed"));
+    // Another key: named as such, with both key ids.
+    let other = MasterKey::from_hex(&"17".repeat(32), "test").unwrap();
+    let err = refused(&bytes, &other);
+    assert!(
+        err.contains(&key().id().0) && err.contains(&other.id().0),
+        "{err}"
+    );
+    // An edited log-prob re-signed with a plain SHA-256 (the old trailer) does not pass.
+    let mut forged = bytes[..bytes.len() - 32].to_vec();
+    let at = forged.len() - 4;
+    forged[at..].copy_from_slice(&(-0.5f32).to_le_bytes());
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&forged);
+    forged.extend_from_slice(&digest);
+    assert!(refused(&forged, &key()).contains("edited after it was signed"));
+    // Records that pass the MAC (a buggy or malicious writer holding the key) are still checked.
+    let mut zero = fp.clone();
+    zero.records[0].positions.clear();
+    assert!(refused(&zero.to_bytes(&key()), &key()).contains("no scored position"));
+    let mut out_of_range = fp.clone();
+    out_of_range.records[1].positions[0].top[0].0 = model.config().vocab_size as u32;
+    let err = Fingerprint::from_bytes(&out_of_range.to_bytes(&key()), "fp", &key())
+        .unwrap()
+        .validate(model.config().vocab_size, "fp")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("checksum"), "{err}");
+    assert!(err.contains("outside the vocabulary"), "{err}");
+    let mut no_top = fp.clone();
+    no_top.header.top_k = 0;
+    assert!(refused(&no_top.to_bytes(&key()), &key()).contains("top_k 0"));
 
     for s in score_candidate(&engine, &fp.records).unwrap() {
         assert!(s.score < 1e-6, "self score {}", s.score);

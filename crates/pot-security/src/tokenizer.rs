@@ -63,14 +63,16 @@ pub fn compare_tokenizers(a: &Tokenizer, b: &Tokenizer) -> TokenizerReport {
     let mut identical = 0;
     let mut first = None;
     for probe in PROBES {
-        let (ia, ib) = (
-            a.encode(probe).unwrap_or_default(),
-            b.encode(probe).unwrap_or_default(),
-        );
-        if ia == ib {
+        // A probe either tokenizer fails to encode never counts as identical.
+        let (ia, ib) = (a.encode(probe).ok(), b.encode(probe).ok());
+        if ia.is_some() && ia == ib {
             identical += 1;
         } else if first.is_none() {
-            first = Some((probe.to_string(), ia, ib));
+            first = Some((
+                probe.to_string(),
+                ia.unwrap_or_default(),
+                ib.unwrap_or_default(),
+            ));
         }
     }
     let mut reasons = Vec::new();
