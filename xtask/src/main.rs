@@ -3,6 +3,7 @@
 mod bench;
 mod detection;
 mod fixtures;
+mod fuzz;
 mod simulate;
 mod variants;
 
@@ -24,6 +25,8 @@ cargo xtask <task>
   detection [PAIR...] [--no-write]
                          score every variant against SmolLM2 (`pot calibrate`), replay each
                          mode and tolerance, write the detection table into docs/STATISTICS.md
+  fuzz TARGET [--time S] run a libFuzzer target of fuzz/ (cargo-fuzz), seeded with real
+                         inputs: gguf, config_json, scores_and_keys, merkle_proof
   simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
   golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
   golden --accept        run them and overwrite changed snapshots (review with `git diff`)
@@ -57,6 +60,7 @@ fn run() -> Result<()> {
         "demo" => demo(rest),
         "variants" => variants::run(rest),
         "detection" => detection::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

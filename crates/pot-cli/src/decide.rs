@@ -42,31 +42,21 @@ fn parse_method(name: &str) -> Result<Method, String> {
         .ok_or_else(|| format!("unknown method `{name}`; choose betting or empirical-bernstein"))
 }
 
-/// Reads scores with their line numbers; any bad line is an error naming it.
+/// Reads scores with their line numbers; any bad line is an error naming it (bad input, 4).
 fn read_scores(path: &PathBuf) -> Result<Vec<(usize, f64)>, Failure> {
     let bad = |e: anyhow::Error| exit::fail(exit::LOAD_FAILED, e);
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {}", path.display()))
         .map_err(bad)?;
-    let mut scores = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let value: f64 = line.parse().map_err(|_| {
-            bad(anyhow!(
-                "{}:{}: `{line}` is not a number",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        scores.push((i + 1, value));
-    }
-    if scores.is_empty() {
-        return Err(bad(anyhow!("{}: the file holds no scores", path.display())));
-    }
-    Ok(scores)
+    pot_stats::parse_scores(&text).map_err(|e| {
+        // `FILE:LINE: ...` for a bad line, `FILE: ...` otherwise.
+        let sep = if e.starts_with(|c: char| c.is_ascii_digit()) {
+            ":"
+        } else {
+            ": "
+        };
+        bad(anyhow!("{}{sep}{e}", path.display()))
+    })
 }
 
 pub fn run(args: DecideArgs) -> Result<u8, Failure> {

@@ -299,3 +299,15 @@ fn monitor_refuses_intervals_that_do_not_exist() {
         assert!(stderr(&out).contains("--interval"), "{}", stderr(&out));
     }
 }
+
+/// The help states the tolerance values the code uses (docs/STATISTICS.md has the table).
+#[test]
+fn verify_help_states_the_tolerances_in_use() {
+    let help = stdout(&pot(&["verify", "--help"]));
+    for (name, gamma) in [
+        ("default", pot_stats::DEFAULT_GAMMA),
+        ("quantized", pot_stats::QUANTIZED_GAMMA),
+    ] {
+        assert!(help.contains(&format!("`{name}` ({gamma})")), "{name}: {help}");
+    }
+}

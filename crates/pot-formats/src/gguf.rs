@@ -254,6 +254,27 @@ impl GgufFile {
         })
     }
 
+    /// A GGUF image held in memory, read exactly as [`Self::open`] reads a file (the bytes are
+    /// copied into an anonymous map): how the fuzzer (`cargo xtask fuzz gguf`) drives the
+    /// reader. `label` names the input in errors.
+    pub fn from_bytes(label: &Path, bytes: &[u8]) -> Result<Self> {
+        let io = |e| FormatError::io(label, e);
+        let mut map = memmap2::MmapOptions::new()
+            .len(bytes.len().max(1))
+            .map_anon()
+            .map_err(io)?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        let mmap = map.make_read_only().map_err(io)?;
+        let (version, metadata, tensors) = Self::parse(label, &mmap[..bytes.len()])?;
+        Ok(Self {
+            path: label.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            mmap,
+        })
+    }
+
     #[allow(clippy::type_complexity)]
     fn parse(path: &Path, data: &[u8]) -> Result<(u32, BTreeMap<String, Value>, Vec<GgufTensor>)> {
         let mut c = Cursor { data, pos: 0, path };

@@ -43,6 +43,9 @@ pub struct ConfigHashes {
     pub canonical_sha256: Option<String>,
     /// SHA-256 of the canonical JSON of the architecture fields.
     pub architecture_sha256: Option<String>,
+    /// The effective forward-pass parameters that hash covers (what pot computes with).
+    #[serde(default)]
+    pub forward_parameters: Option<Value>,
 }
 
 /// The fields that define the network: exactly what the forward pass computes with
@@ -58,13 +61,14 @@ impl ConfigHashes {
             raw_sha256: None,
             canonical_sha256: None,
             architecture_sha256: None,
+            forward_parameters: None,
         }
     }
 
     pub fn of_model(model: &Model) -> Self {
-        let architecture_sha256 = Some(sha256_hex(
-            canonical_json(&architecture_json(model.config())).as_bytes(),
-        ));
+        let forward = architecture_json(model.config());
+        let architecture_sha256 = Some(sha256_hex(canonical_json(&forward).as_bytes()));
+        let forward_parameters = Some(forward);
         if let Some(gguf) = model.gguf() {
             let meta: serde_json::Map<String, Value> = gguf
                 .metadata
@@ -77,6 +81,7 @@ impl ConfigHashes {
                 raw_sha256: None,
                 canonical_sha256: Some(sha256_hex(canonical_json(&Value::Object(meta)).as_bytes())),
                 architecture_sha256,
+                forward_parameters,
             };
         }
         let path = model.path().join("config.json");
@@ -88,9 +93,11 @@ impl ConfigHashes {
                     .map(|v| sha256_hex(canonical_json(&v).as_bytes())),
                 raw_sha256: Some(sha256_hex(&raw)),
                 architecture_sha256,
+                forward_parameters,
             },
             Err(_) => Self {
                 architecture_sha256,
+                forward_parameters,
                 ..Self::absent()
             },
         }

@@ -13,6 +13,27 @@ pub mod simulate;
 pub use calibrate::{Calibration, DEFAULT_MARGIN, calibrate};
 pub use cs::{ConfidenceSequence, Method};
 
+/// Scores from text, one per line (blank lines and `#` comments skipped), with their 1-based
+/// line numbers; the first line that is not a finite number is an error naming it. The format
+/// of `pot decide --scores` and `pot calibrate --scores-out`.
+pub fn parse_scores(text: &str) -> Result<Vec<(usize, f64)>, String> {
+    let mut scores = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.parse::<f64>() {
+            Ok(v) if v.is_finite() => scores.push((i + 1, v)),
+            _ => return Err(format!("{}: `{line}` is not a number", i + 1)),
+        }
+    }
+    if scores.is_empty() {
+        return Err("the file holds no scores".into());
+    }
+    Ok(scores)
+}
+
 /// A preset: confidence level, tolerance and clipping, query bounds.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Mode {

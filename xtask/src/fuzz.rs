@@ -1,0 +1,101 @@
+//! `cargo xtask fuzz TARGET [--time S]`: runs one libFuzzer target of `fuzz/` with cargo-fuzz
+//! (`cargo install cargo-fuzz`), seeded with real inputs: the head of the fixture GGUF files
+//! (header and metadata), the committed transformers configs, score and key files. Crashes land
+//! in `fuzz/artifacts/TARGET/`; each one found becomes a crafted-file regression test.
+//! Figures per target go to docs/SECURITY.md.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::fixtures;
+
+pub const TARGETS: &[&str] = &["gguf", "config_json", "scores_and_keys", "merkle_proof"];
+
+/// Largest input libFuzzer makes (the GGUF seeds are cut to this).
+const MAX_LEN: usize = 65_536;
+
+fn seed(dir: &Path, target: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let root = fixtures::workspace_root();
+    match target {
+        "gguf" => {
+            for name in ["smollm2-135m", "qwen2.5-coder-0.5b"] {
+                let path = fixtures::ensure_named(name)?;
+                let mut head = vec![0u8; MAX_LEN];
+                let n = std::io::Read::read(&mut std::fs::File::open(&path)?, &mut head)?;
+                std::fs::write(dir.join(name), &head[..n])?;
+            }
+        }
+        "config_json" => {
+            for entry in std::fs::read_dir(root.join("fixtures/transformers-parity"))? {
+                let config = entry?.path().join("config.json");
+                if config.is_file() {
+                    let name = config.parent().unwrap().file_name().unwrap().to_owned();
+                    std::fs::copy(&config, dir.join(name))?;
+                }
+            }
+        }
+        "scores_and_keys" => {
+            std::fs::write(dir.join("scores"), "# scores\n0.01\n0.002\n\n0.5\n")?;
+            std::fs::write(dir.join("key"), "ab".repeat(32))?;
+        }
+        "merkle_proof" => {
+            let leaf = "0".repeat(64);
+            let proof = format!(
+                r#"{{"leaf":{{"name":"t","dtype":"F32","shape":[2,3],"bytes_sha256":"{leaf}"}},"index":1,"size":3,"path":["{leaf}","{leaf}"],"root":"{leaf}","encoding":"stored"}}"#
+            );
+            std::fs::write(dir.join("proof.json"), proof)?;
+        }
+        other => bail!(
+            "unknown fuzz target `{other}`; targets: {}",
+            TARGETS.join(", ")
+        ),
+    }
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let Some(target) = args.first() else {
+        bail!(
+            "usage: cargo xtask fuzz TARGET [--time SECONDS]; targets: {}",
+            TARGETS.join(", ")
+        );
+    };
+    let time: u64 = match args.iter().position(|a| a == "--time") {
+        Some(i) => args.get(i + 1).context("--time needs seconds")?.parse()?,
+        None => 60,
+    };
+    let fuzz = fixtures::workspace_root().join("fuzz");
+    let seeds = fuzz.join("corpus").join(format!("{target}-seeds"));
+    seed(&seeds, target)?;
+    let corpus = fuzz.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    // `-s none`: no sanitizer, so the pinned stable toolchain builds it (Rust code is memory
+    // safe outside `unsafe`; what we look for is panics, aborts, overflows and huge allocations,
+    // which libFuzzer reports without ASan: -rss_limit_mb and -malloc_limit_mb catch the last).
+    let status = Command::new("cargo")
+        .current_dir(&fuzz)
+        .env_remove("CARGO_TARGET_DIR")
+        .args(["fuzz", "run", "-s", "none", "--release", target])
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={time}"))
+        .arg(format!("-max_len={MAX_LEN}"))
+        .args([
+            "-rss_limit_mb=2048",
+            "-malloc_limit_mb=1024",
+            "-print_final_stats=1",
+        ])
+        .status()
+        .context("cannot run `cargo fuzz` (install it with `cargo install cargo-fuzz`)")?;
+    if !status.success() {
+        bail!(
+            "fuzz target {target} failed; the crashing input is in fuzz/artifacts/{target}/ \
+             (make it a regression test)"
+        );
+    }
+    Ok(())
+}
