@@ -267,3 +267,45 @@ fn a_token_type_array_longer_than_the_tokens_is_refused() {
         .to_string();
     assert!(err.contains("3 entries for 2 tokens"), "{err}");
 }
+
+/// A key the reference implementation has no default for is required, never defaulted: a
+/// llama GGUF without `llama.attention.layer_norm_rms_epsilon` (llama.cpp requires it) is
+/// refused naming the key; an unknown RoPE scaling type is refused naming key and value.
+#[test]
+fn gguf_keys_without_a_default_are_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let u32v = |v: u32| v.to_le_bytes().to_vec();
+    let f32v = |v: f32| v.to_le_bytes().to_vec();
+    let base = |extra: Vec<(String, u32, Vec<u8>)>| {
+        let mut kv = vec![
+            ("general.architecture".to_string(), 8, gguf_string("llama")),
+            ("llama.embedding_length".into(), 4, u32v(8)),
+            ("llama.feed_forward_length".into(), 4, u32v(16)),
+            ("llama.block_count".into(), 4, u32v(1)),
+            ("llama.attention.head_count".into(), 4, u32v(2)),
+            ("llama.vocab_size".into(), 4, u32v(4)),
+        ];
+        kv.extend(extra);
+        Gguf {
+            counts: None,
+            kv,
+            tensors: vec![],
+            data: vec![],
+        }
+    };
+    let config = |g: &Gguf, name: &str| {
+        let path = write_gguf(dir.path(), name, g);
+        let file = pot_formats::gguf::GgufFile::open(&path).unwrap();
+        pot_formats::ModelConfig::from_gguf(&file)
+    };
+    let err = config(&base(vec![]), "no-eps.gguf").unwrap_err().to_string();
+    assert!(err.contains("llama.attention.layer_norm_rms_epsilon"), "{err}");
+    let eps = ("llama.attention.layer_norm_rms_epsilon".to_string(), 6, f32v(1e-5));
+    let ok = config(&base(vec![eps.clone()]), "ok.gguf").unwrap();
+    assert_eq!(ok.rope_theta, 10_000.0, "llama.cpp's default freq_base");
+    let scaling = ("llama.rope.scaling.type".to_string(), 8, gguf_string("longrope"));
+    let err = config(&base(vec![eps, scaling]), "longrope.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("llama.rope.scaling.type") && err.contains("longrope"), "{err}");
+}
