@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz TARGET [--time S]`: runs one libFuzzer target of `fuzz/` with cargo-fuzz
-//! (`cargo install cargo-fuzz`), seeded with real inputs: the head of the fixture GGUF files
-//! (header and metadata), the committed transformers configs, score and key files. Crashes land
+//! (`cargo install cargo-fuzz`), seeded with real inputs: a tiny complete GGUF and the head of
+//! the fixture GGUF files (header and metadata), the committed transformers configs, score and key files. Crashes land
 //! in `fuzz/artifacts/TARGET/`; each one found becomes a crafted-file regression test.
 //! Figures per target go to docs/SECURITY.md.
 
@@ -21,6 +21,12 @@ fn seed(dir: &Path, target: &str) -> Result<()> {
     let root = fixtures::workspace_root();
     match target {
         "gguf" => {
+            // A tiny complete GGUF (every part parses; fuzz/seeds/make_gguf_seed.py) and the
+            // heads of the real fixtures.
+            for entry in std::fs::read_dir(root.join("fuzz/seeds/gguf"))? {
+                let path = entry?.path();
+                std::fs::copy(&path, dir.join(path.file_name().unwrap()))?;
+            }
             for name in ["smollm2-135m", "qwen2.5-coder-0.5b"] {
                 let path = fixtures::ensure_named(name)?;
                 let mut head = vec![0u8; MAX_LEN];

@@ -32,9 +32,9 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "audit", value_parser = parse_mode)]
     mode: Mode,
     /// Tolerance gamma on the mean score (total variation distance; the clip is 2 gamma).
-    /// `default` (0.015): SAME for the same weights in any encoding pot reads (GGUF vs its
+    /// `default` (0.016): SAME for the same weights in any encoding pot reads (GGUF vs its
     /// F32/F16/BF16 export, f16/bf16 storage) on any backend; DIFFERENT for fine-tunes and
-    /// low-rank updates of 2 % of the weights' norm or more. `quantized` (0.065): also SAME for
+    /// low-rank updates of 2 % of the weights' norm or more. `quantized` (0.072): also SAME for
     /// Q8_0 / int8 copies of the same weights. Or a number, e.g. from `pot calibrate`.
     /// The measured table behind both: docs/STATISTICS.md.
     #[arg(long, default_value = "default", value_parser = Tolerance::parse)]

@@ -308,6 +308,9 @@ fn verify_help_states_the_tolerances_in_use() {
         ("default", pot_stats::DEFAULT_GAMMA),
         ("quantized", pot_stats::QUANTIZED_GAMMA),
     ] {
-        assert!(help.contains(&format!("`{name}` ({gamma})")), "{name}: {help}");
+        assert!(
+            help.contains(&format!("`{name}` ({gamma})")),
+            "{name}: {help}"
+        );
     }
 }

@@ -298,14 +298,30 @@ fn gguf_keys_without_a_default_are_required() {
         let file = pot_formats::gguf::GgufFile::open(&path).unwrap();
         pot_formats::ModelConfig::from_gguf(&file)
     };
-    let err = config(&base(vec![]), "no-eps.gguf").unwrap_err().to_string();
-    assert!(err.contains("llama.attention.layer_norm_rms_epsilon"), "{err}");
-    let eps = ("llama.attention.layer_norm_rms_epsilon".to_string(), 6, f32v(1e-5));
+    let err = config(&base(vec![]), "no-eps.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("llama.attention.layer_norm_rms_epsilon"),
+        "{err}"
+    );
+    let eps = (
+        "llama.attention.layer_norm_rms_epsilon".to_string(),
+        6,
+        f32v(1e-5),
+    );
     let ok = config(&base(vec![eps.clone()]), "ok.gguf").unwrap();
     assert_eq!(ok.rope_theta, 10_000.0, "llama.cpp's default freq_base");
-    let scaling = ("llama.rope.scaling.type".to_string(), 8, gguf_string("longrope"));
+    let scaling = (
+        "llama.rope.scaling.type".to_string(),
+        8,
+        gguf_string("longrope"),
+    );
     let err = config(&base(vec![eps, scaling]), "longrope.gguf")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("llama.rope.scaling.type") && err.contains("longrope"), "{err}");
+    assert!(
+        err.contains("llama.rope.scaling.type") && err.contains("longrope"),
+        "{err}"
+    );
 }

@@ -12,7 +12,7 @@ pub const DEFAULT_PREFIX: usize = 4;
 /// against its int8 weights, mean TVD 0.018): the fingerprint score is within 6.2e-4 of the
 /// full-distribution score per challenge at k = 512 (3.0e-3 at 32, 1.0e-3 at 256); two
 /// fingerprints scored against each other, within 2.3e-4. Far pairs
-/// differ more, but their scores sit far above the clip 2γ the test uses (0.03 by default),
+/// differ more, but their scores sit far above the clip 2γ the test uses (0.032 by default),
 /// where the gap cannot change a clipped score (docs/SCORING.md). About 4 KB per scored position.
 pub const DEFAULT_TOP_K: usize = 512;
 
