@@ -68,6 +68,19 @@ pub struct SpecArgs {
     pub families: Vec<Family>,
 }
 
+impl Default for SpecArgs {
+    /// The same defaults as the flags (clap leaves an optional flattened group `None` when
+    /// none of its flags is given).
+    fn default() -> Self {
+        Self {
+            run_id: "verify".into(),
+            mode: pot_stats::Mode::audit_grade(),
+            count: None,
+            families: Vec::new(),
+        }
+    }
+}
+
 impl SpecArgs {
     pub fn count(&self) -> u64 {
         self.count.unwrap_or(self.mode.n_max)
@@ -199,7 +212,7 @@ pub fn run(args: ChallengesArgs) -> Result<u8, Failure> {
                 key_file: None,
                 create_key: false,
             });
-            let spec = args.spec.expect("clap fills defaults").spec();
+            let spec = args.spec.unwrap_or_default().spec();
             let key = key.load()?;
             let commitment = commit(&key, &spec);
             let challenges = pot_challenge_kdf::generate(&key, &spec);

@@ -52,6 +52,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `pot challenges | head`: a closed stdout ends pot quietly, as it does other Unix tools,
+    // instead of a panic from println! (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(args) => challenges::keygen(args),

@@ -294,7 +294,8 @@ fn configs_pot_cannot_compute_exactly_are_refused_naming_the_key() {
 #[test]
 fn monitor_refuses_intervals_that_do_not_exist() {
     for interval in ["1e20", "0", "-1", "nan"] {
-        let out = pot(&["monitor", "--interval", interval, "--duration", "0"]);
+        let arg = format!("--interval={interval}");
+        let out = pot(&["monitor", &arg, "--duration", "0"]);
         assert_eq!(out.status.code(), Some(2), "{interval}: {}", stderr(&out));
         assert!(stderr(&out).contains("--interval"), "{}", stderr(&out));
     }
