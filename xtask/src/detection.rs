@@ -41,8 +41,12 @@ fn key_file(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `pot` as built by cargo (one build shared with the tests).
+/// `pot` as built by cargo (one build shared with the tests), or `$POT_BIN` (e.g. a build with
+/// `--features pot-scoring/ndarray`, so the backend rows can be measured).
 fn pot() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("POT_BIN") {
+        return Ok(bin.into());
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(["build", "--quiet", "-p", "pot-cli"])
@@ -253,6 +257,16 @@ const VERIFY_ROWS: &[(&str, &str, &[&str])] = &[
         &["--threads", "1"],
     ),
     (
+        "backend ndarray",
+        "fingerprint (flex) vs live on burn-ndarray, `--backend ndarray`",
+        &["--backend", "ndarray"],
+    ),
+    (
+        "backend wgpu",
+        "fingerprint (flex) vs live on burn-wgpu, `--backend wgpu`",
+        &["--backend", "wgpu"],
+    ),
+    (
         "int8 (--enable-8bit)",
         "fingerprint (f32 weights) vs live int8 weights, `--tolerance quantized`",
         &["--enable-8bit", "--tolerance", "quantized"],
@@ -291,8 +305,21 @@ fn verify_rows(pot: &Path, key: &Path, dir: &Path) -> Result<Vec<VerifyRow>> {
             .arg(&model);
         cmd.arg("-o").arg(&report).args(*args);
         common(&mut cmd);
-        let status = cmd.status()?;
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+        std::fs::remove_file(&report).ok();
+        let out = cmd.output()?;
+        let status = out.status;
+        let Ok(text) = std::fs::read_to_string(&report) else {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            eprintln!("  {name}: not measured: {why}");
+            rows.push((
+                name.to_string(),
+                about.to_string(),
+                Vec::new(),
+                format!("not measured: {why}"),
+            ));
+            continue;
+        };
+        let r: Value = serde_json::from_str(&text)?;
         let scores: Vec<f64> = r["trace"]
             .as_array()
             .map(|t| t.iter().filter_map(|e| e["score"].as_f64()).collect())
@@ -399,6 +426,10 @@ pub fn run(args: &[String]) -> Result<()> {
             complete = false;
             continue;
         };
+        if scores.is_empty() {
+            rows.push(format!("| {name} | {about} | | | {verdict} | |"));
+            continue;
+        }
         let max = scores.iter().copied().fold(0.0, f64::max);
         rows.push(format!(
             "| {name} | {about} | {:.5} | {max:.5} | {verdict} (QUICK, `pot verify`) | |",
