@@ -309,7 +309,17 @@ fn verify_rows(pot: &Path, key: &Path, dir: &Path) -> Result<Vec<VerifyRow>> {
         let out = cmd.output()?;
         let status = out.status;
         let Ok(text) = std::fs::read_to_string(&report) else {
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // pot's error line, made safe for a Markdown table cell.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why: String = stderr
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .unwrap_or("no report written")
+                .rsplit("': ")
+                .next()
+                .unwrap_or_default()
+                .replace(['<', '>'], "")
+                .replace('|', "/");
             eprintln!("  {name}: not measured: {why}");
             rows.push((
                 name.to_string(),
