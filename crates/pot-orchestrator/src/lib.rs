@@ -26,7 +26,7 @@ use pot_memory_governor::{
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
     Backend, Fingerprint, FingerprintHeader, FingerprintOptions, Residency, ScoringError,
-    check_same_vocabulary, config_sha256,
+    check_same_vocabulary, config_sha256, encode_challenge,
 };
 use pot_security::compare_tokenizers;
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
@@ -168,13 +168,7 @@ fn workload(
     let mut max_tokens = 1;
     for c in challenges {
         // A challenge that does not tokenize is an error here, not a plan for 1 token.
-        let ids = tokenizer
-            .encode_prompt(&c.prompt)
-            .map_err(|reason| ScoringError::Tokenize {
-                challenge: c.id.clone(),
-                reason,
-            })?;
-        max_tokens = max_tokens.max(ids.len());
+        max_tokens = max_tokens.max(encode_challenge(tokenizer, c)?.len());
     }
     Ok(Workload {
         batch_size: batch_size.max(FingerprintOptions::default().batch_size),
@@ -480,12 +474,7 @@ fn check_records(
                 record.index, record.challenge_id, record.index, challenge.id, challenge.index
             )));
         }
-        let ids = tokenizer
-            .encode_prompt(&challenge.prompt)
-            .map_err(|reason| ScoringError::Tokenize {
-                challenge: challenge.id.clone(),
-                reason,
-            })?;
+        let ids = encode_challenge(tokenizer, challenge)?;
         if ids != record.token_ids || record.first_scored != fp.header.prefix {
             return Err(mismatch(format!(
                 "challenge {}: its token ids or first scored position are not what the \

@@ -20,6 +20,7 @@ pub use score::{
     score_records,
 };
 pub use scorer::{
-    FingerprintOptions, check_same_vocabulary, config_sha256, fingerprint, score_candidate,
+    FingerprintOptions, check_same_vocabulary, config_sha256, encode_challenge, fingerprint,
+    score_candidate,
 };
 pub use weights::{Int8Store, Residency};

@@ -45,6 +45,20 @@ pub fn check_same_vocabulary(a: &Tokenizer, b: &Tokenizer) -> Result<(), Scoring
     )))
 }
 
+/// A challenge's token ids as every stage tokenizes it (BOS policy included); a failure is an
+/// error naming the challenge, never an empty sequence.
+pub fn encode_challenge(
+    tokenizer: &Tokenizer,
+    challenge: &Challenge,
+) -> Result<Vec<u32>, ScoringError> {
+    tokenizer
+        .encode_prompt(&challenge.prompt)
+        .map_err(|reason| ScoringError::Tokenize {
+            challenge: challenge.id.clone(),
+            reason,
+        })
+}
+
 /// Settings of a fingerprint run.
 #[derive(Clone, Debug)]
 pub struct FingerprintOptions {
@@ -79,14 +93,7 @@ pub fn fingerprint(
     for batch in challenges.chunks(options.batch_size.max(1)) {
         let ids: Vec<Vec<u32>> = batch
             .iter()
-            .map(|c| {
-                tokenizer
-                    .encode_prompt(&c.prompt)
-                    .map_err(|reason| ScoringError::Tokenize {
-                        challenge: c.id.clone(),
-                        reason,
-                    })
-            })
+            .map(|c| encode_challenge(tokenizer, c))
             .collect::<Result<_, _>>()?;
         for (c, ids) in batch.iter().zip(&ids) {
             if ids.len() < options.prefix + 2 {
