@@ -26,6 +26,11 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
+    /// Whether a key was given (`--key-file` or `$POT_KEY`), so [`Self::load`] will not refuse.
+    pub fn is_given(&self) -> bool {
+        self.key_file.is_some() || std::env::var_os(KEY_ENV).is_some()
+    }
+
     pub fn load(&self) -> Result<MasterKey> {
         if let Some(path) = &self.key_file {
             if self.create_key && !path.exists() {

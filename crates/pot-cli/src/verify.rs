@@ -76,7 +76,7 @@ fn parse_backend(name: &str) -> Result<Backend, String> {
 /// (`REPORT.key`, mode 0600) so the run can be replayed. Without either, the run is refused: a
 /// verification nobody can replay proves nothing to anyone else.
 fn run_key(key: &KeyArgs, report: Option<&Path>) -> Result<MasterKey, Failure> {
-    if key.key_file.is_some() || std::env::var_os(pot_challenge_kdf::KEY_ENV).is_some() {
+    if key.is_given() {
         return Ok(key.load()?);
     }
     let Some(report) = report else {
@@ -444,12 +444,11 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
     let resources = args.resources.apply()?;
     // The scores measure noise between two deployments; any key serves, so a fresh one is used
     // when none is given (its id is in the JSON output).
-    let key =
-        if args.key.key_file.is_some() || std::env::var_os(pot_challenge_kdf::KEY_ENV).is_some() {
-            args.key.load()?
-        } else {
-            MasterKey::generate()?
-        };
+    let key = if args.key.is_given() {
+        args.key.load()?
+    } else {
+        MasterKey::generate()?
+    };
     let opts = VerifyOptions {
         model1: args.model1.clone(),
         model2: args.model2.clone(),

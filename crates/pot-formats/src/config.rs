@@ -379,35 +379,29 @@ impl ModelConfig {
         };
         let head_dim =
             num_opt("attention.key_length")?.unwrap_or(hidden_size / num_attention_heads.max(1));
-        if let Some(value_length) = num_opt("attention.value_length")?
-            && value_length != head_dim
-        {
-            return Err(unsupported(
-                path,
-                &key("attention.value_length"),
-                &json!(value_length),
+        // Keys whose values pot does not compute: (key, the only accepted value, why).
+        for (k, accepted, reason) in [
+            (
+                "attention.value_length",
+                head_dim,
                 "value heads of another width than key heads are not implemented",
-            ));
-        }
-        if let Some(rot) = num_opt("rope.dimension_count")?
-            && rot != head_dim
-        {
-            return Err(unsupported(
-                path,
-                &key("rope.dimension_count"),
-                &json!(rot),
+            ),
+            (
+                "rope.dimension_count",
+                head_dim,
                 "RoPE over part of each head is not implemented",
-            ));
-        }
-        if let Some(experts) = num_opt("expert_count")?
-            && experts > 0
-        {
-            return Err(unsupported(
-                path,
-                &key("expert_count"),
-                &json!(experts),
+            ),
+            (
+                "expert_count",
+                0,
                 "mixture-of-experts models are not implemented yet",
-            ));
+            ),
+        ] {
+            if let Some(value) = num_opt(k)?
+                && value != accepted
+            {
+                return Err(unsupported(path, &key(k), &json!(value), reason));
+            }
         }
         let max_position_embeddings = num_opt("context_length")?.unwrap_or(2048);
         let rope_scaling = gguf_rope(file, arch_name, max_position_embeddings)?;
