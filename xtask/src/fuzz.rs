@@ -11,10 +11,19 @@ use anyhow::{Context, Result, bail};
 
 use crate::fixtures;
 
-pub const TARGETS: &[&str] = &["gguf", "config_json", "scores_and_keys", "merkle_proof"];
+pub const TARGETS: &[&str] = &[
+    "gguf",
+    "config_json",
+    "scores_and_keys",
+    "merkle_proof",
+    "potfp",
+    "safetensors",
+];
 
-/// Largest input libFuzzer makes (the GGUF seeds are cut to this).
+/// Largest input libFuzzer makes (the GGUF seeds are cut to this; the safetensors seeds, tiny
+/// whole models, are about 100 KB).
 const MAX_LEN: usize = 65_536;
+const MAX_LEN_SAFETENSORS: usize = 131_072;
 
 fn seed(dir: &Path, target: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -54,12 +63,66 @@ fn seed(dir: &Path, target: &str) -> Result<()> {
             );
             std::fs::write(dir.join("proof.json"), proof)?;
         }
+        "potfp" => {
+            // A small real fingerprint (two challenges, top-8) signed under the target's key.
+            std::fs::write(dir.join("fingerprint.potfp"), potfp_seed())?;
+        }
+        "safetensors" => {
+            // The tiny transformers-saved models: the same config as the target's.
+            for name in ["llama-default", "llama-tied"] {
+                let path = root.join("fixtures/transformers-parity").join(name);
+                std::fs::copy(path.join("model.safetensors"), dir.join(name))?;
+            }
+        }
         other => bail!(
             "unknown fuzz target `{other}`; targets: {}",
             TARGETS.join(", ")
         ),
     }
     Ok(())
+}
+
+/// The bytes of a small fingerprint under the potfp target's fixed key (`[7; 32]`).
+fn potfp_seed() -> Vec<u8> {
+    use pot_fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, summarise_position};
+    let vocab = 64usize;
+    let row = |seed: usize| -> Vec<f32> {
+        let logits: Vec<f64> = (0..vocab)
+            .map(|i| ((i * 7 + seed * 13) % 17) as f64 / 3.0)
+            .collect();
+        let norm = logits.iter().map(|l| l.exp()).sum::<f64>().ln();
+        logits.iter().map(|l| (l - norm) as f32).collect()
+    };
+    let record = |index: u64| {
+        let token_ids: Vec<u32> = (0..12)
+            .map(|i| (i * 5 + index as u32) % vocab as u32)
+            .collect();
+        let positions = (4..11)
+            .map(|p| summarise_position(&row(p), 8, token_ids[p + 1]))
+            .collect();
+        ChallengeRecord {
+            index,
+            challenge_id: format!("seed-{index}"),
+            token_ids,
+            first_scored: 4,
+            positions,
+        }
+    };
+    let fp = Fingerprint {
+        header: FingerprintHeader {
+            model: "seed".into(),
+            config_sha256: "0".repeat(64),
+            vocab_sha256: "0".repeat(64),
+            merkle_root: None,
+            run_id: "verify".into(),
+            key_id: pot_challenge_kdf::MasterKey::from_bytes([7; 32]).id().0,
+            commitment: "0".repeat(64),
+            top_k: 8,
+            prefix: 4,
+        },
+        records: vec![record(0), record(1)],
+    };
+    fp.to_bytes(&pot_challenge_kdf::MasterKey::from_bytes([7; 32]))
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -89,7 +152,14 @@ pub fn run(args: &[String]) -> Result<()> {
         .arg(&seeds)
         .arg("--")
         .arg(format!("-max_total_time={time}"))
-        .arg(format!("-max_len={MAX_LEN}"))
+        .arg(format!(
+            "-max_len={}",
+            if target == "safetensors" {
+                MAX_LEN_SAFETENSORS
+            } else {
+                MAX_LEN
+            }
+        ))
         .args([
             "-rss_limit_mb=2048",
             "-malloc_limit_mb=1024",

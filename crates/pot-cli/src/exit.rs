@@ -42,9 +42,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
             }
         } else if let Some(e) = error.downcast_ref::<ScoringError>() {
             match e {
-                ScoringError::Fingerprint { .. } | ScoringError::FingerprintMismatch(_) => {
-                    LOAD_FAILED
-                }
+                ScoringError::Fingerprint(_) => LOAD_FAILED,
                 _ => RUNTIME,
             }
         } else if error.downcast_ref::<std::io::Error>().is_some()

@@ -167,10 +167,9 @@ fn error_code(e: &VerifyError) -> u8 {
     use pot_scoring::ScoringError;
     match e {
         // A model or a fingerprint that cannot be used as given: bad input.
-        VerifyError::Load(_)
-        | VerifyError::Scoring(
-            ScoringError::Fingerprint { .. } | ScoringError::FingerprintMismatch(_),
-        ) => exit::LOAD_FAILED,
+        VerifyError::Load(_) | VerifyError::Scoring(ScoringError::Fingerprint(_)) => {
+            exit::LOAD_FAILED
+        }
         VerifyError::Plan(_) | VerifyError::MemoryLimit(_) => exit::MEMORY,
         _ => exit::RUNTIME,
     }

@@ -4,12 +4,14 @@
 //! The safetensors file is written tensor by tensor (dequantise one, write it, drop it), so
 //! converting a model larger than memory works. Everything goes to a temporary sibling directory
 //! that is renamed into place at the end: an interrupted conversion leaves no half-written model.
+//! Each file is written and synced by [`crate::atomic`], the writer of reports and fingerprints.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 
+use crate::atomic::{AtomicFile, write_atomically};
 use crate::dtype::DType;
 use crate::error::{FormatError, Result};
 use crate::model::Model;
@@ -100,7 +102,11 @@ pub fn convert_with(
     std::fs::create_dir_all(&staging).map_err(|e| write_err(&staging, e.to_string()))?;
     let result = write_all(model, &staging, dtype, &mut edit, &mut progress);
     match result {
-        Ok(()) => std::fs::rename(&staging, out).map_err(|e| write_err(out, e.to_string())),
+        Ok(()) => {
+            std::fs::rename(&staging, out).map_err(|e| write_err(out, e.to_string()))?;
+            crate::atomic::sync_parent(out);
+            Ok(())
+        }
         Err(e) => {
             std::fs::remove_dir_all(&staging).ok();
             Err(e)
@@ -135,19 +141,20 @@ fn write_all(
     let config_path = dir.join("config.json");
     let config_json = serde_json::to_string_pretty(&config.to_hf_json(dtype.torch_name()))
         .expect("JSON values serialise");
-    std::fs::write(&config_path, config_json).map_err(|e| write_err(&config_path, &e))?;
+    write_atomically(&config_path, config_json.as_bytes())
+        .map_err(|e| write_err(&config_path, &e))?;
 
     let tokenizer = model.tokenizer()?;
     let tok_path = dir.join("tokenizer.json");
     let tok_json = tokenizer.to_json().map_err(|e| write_err(&tok_path, &e))?;
-    std::fs::write(&tok_path, tok_json).map_err(|e| write_err(&tok_path, &e))?;
+    write_atomically(&tok_path, tok_json.as_bytes()).map_err(|e| write_err(&tok_path, &e))?;
     let tok_config = serde_json::json!({
         "add_bos_token": tokenizer.bos.is_some(),
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
     });
     let tok_config_path = dir.join("tokenizer_config.json");
-    std::fs::write(&tok_config_path, tok_config.to_string())
+    write_atomically(&tok_config_path, tok_config.to_string().as_bytes())
         .map_err(|e| write_err(&tok_config_path, &e))?;
 
     // Header first: every tensor's dtype, shape and byte range, in sorted name order.
@@ -176,8 +183,7 @@ fn write_all(
     }
 
     let st_path = dir.join("model.safetensors");
-    let file = std::fs::File::create(&st_path).map_err(|e| write_err(&st_path, &e))?;
-    let mut w = BufWriter::with_capacity(1 << 22, file);
+    let mut w = AtomicFile::create(&st_path).map_err(|e| write_err(&st_path, &e))?;
     w.write_all(&(header_bytes.len() as u64).to_le_bytes())
         .and_then(|()| w.write_all(&header_bytes))
         .map_err(|e| write_err(&st_path, &e))?;
@@ -198,9 +204,6 @@ fn write_all(
         w.write_all(&bytes).map_err(|e| write_err(&st_path, &e))?;
         progress(i + 1, tensors.len());
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| write_err(&st_path, &e.error()))?;
-    file.sync_all().map_err(|e| write_err(&st_path, &e))?;
+    w.commit().map_err(|e| write_err(&st_path, &e))?;
     Ok(())
 }

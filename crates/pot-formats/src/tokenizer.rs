@@ -218,4 +218,69 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// The text a single token stands for, as serving engines print it in log-prob listings:
+    /// its bytes (byte-level BPE pieces mapped back through the GPT-2 byte alphabet, SentencePiece
+    /// `▁` as a space and `<0xNN>` as that byte; added tokens as written), decoded as UTF-8 with
+    /// invalid bytes dropped. A token holding part of a character therefore prints as less than
+    /// its bytes, often as "", and several tokens can share a text (see pot-served).
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        let piece = self.inner.id_to_token(id)?;
+        let added = self.inner.get_added_tokens_decoder();
+        if added.get(&id).is_some() {
+            return Some(piece);
+        }
+        let byte_level = matches!(
+            self.inner.get_decoder(),
+            Some(tokenizers::DecoderWrapper::ByteLevel(_))
+        );
+        let bytes: Vec<u8> = if byte_level {
+            let table = byte_level_table();
+            let mut out = Vec::with_capacity(piece.len());
+            for c in piece.chars() {
+                match table.get(&c) {
+                    Some(&b) => out.push(b),
+                    None => out.extend_from_slice(c.to_string().as_bytes()),
+                }
+            }
+            out
+        } else if let Some(hex) = piece
+            .strip_prefix("<0x")
+            .and_then(|h| h.strip_suffix('>'))
+            .filter(|h| h.len() == 2)
+        {
+            match u8::from_str_radix(hex, 16) {
+                Ok(b) => vec![b],
+                Err(_) => piece.into_bytes(),
+            }
+        } else {
+            piece.replace('\u{2581}', " ").into_bytes()
+        };
+        Some(utf8_dropping_invalid(&bytes))
+    }
+}
+
+/// GPT-2's byte alphabet reversed (printable char -> byte), as byte-level BPE vocabularies use.
+fn byte_level_table() -> &'static HashMap<char, u8> {
+    static TABLE: std::sync::OnceLock<HashMap<char, u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut next = 0u32;
+        (0..=255u8)
+            .map(|b| {
+                let c = if printable(b) {
+                    char::from(b)
+                } else {
+                    next += 1;
+                    char::from_u32(255 + next).expect("valid char")
+                };
+                (c, b)
+            })
+            .collect()
+    })
+}
+
+/// UTF-8 text of `bytes` with every invalid sequence dropped (Python's `errors="ignore"`).
+pub fn utf8_dropping_invalid(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\u{FFFD}', "")
 }

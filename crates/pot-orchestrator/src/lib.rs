@@ -25,8 +25,8 @@ use pot_memory_governor::{
 };
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
-    Backend, Fingerprint, FingerprintHeader, FingerprintOptions, Residency, ScoringError,
-    check_same_vocabulary, config_sha256, encode_challenge,
+    Backend, Fingerprint, FingerprintError, FingerprintHeader, FingerprintOptions, Residency,
+    ScoringError, check_same_vocabulary, config_sha256, encode_challenge,
 };
 use pot_security::compare_tokenizers;
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
@@ -125,6 +125,12 @@ impl From<ScoringError> for VerifyError {
             ScoringError::Cancelled => VerifyError::MemoryLimit("cancelled by the monitor".into()),
             other => VerifyError::Scoring(other),
         }
+    }
+}
+
+impl From<FingerprintError> for VerifyError {
+    fn from(e: FingerprintError) -> Self {
+        VerifyError::Scoring(e.into())
     }
 }
 
@@ -432,11 +438,11 @@ fn check_reference(fp: &Fingerprint, commitment: &Commitment) -> Result<(), Veri
     if fp.header.commitment == commitment.digest {
         return Ok(());
     }
-    Err(ScoringError::FingerprintMismatch(format!(
+    Err(ScoringError::from(FingerprintError::Mismatch(format!(
         "it was made for challenge commitment {} (run id `{}`, key id {}), this run's is {}; \
          pass the same --run-id, --key-file and --mode",
         fp.header.commitment, fp.header.run_id, fp.header.key_id, commitment.digest
-    ))
+    )))
     .into())
 }
 
@@ -454,10 +460,10 @@ fn check_records(
     fp.validate(candidate.model.config().vocab_size, &origin)?;
     let tokenizer = &candidate.tokenizer;
     let mismatch = |reason: String| -> VerifyError {
-        ScoringError::Fingerprint {
+        ScoringError::from(FingerprintError::File {
             path: origin.clone(),
             reason,
-        }
+        })
         .into()
     };
     if fp.records.len() != challenges.len() {

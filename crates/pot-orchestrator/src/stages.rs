@@ -10,8 +10,8 @@ use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey, commit,
 use pot_formats::{Model, Tokenizer};
 use pot_provenance::{TensorEncoding, TensorLeaf, TensorTree};
 use pot_scoring::{
-    Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintHeader,
-    FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
+    Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintError,
+    FingerprintHeader, FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
 };
 use pot_security::{ConfigHashes, FuzzyHash, FuzzyHasher};
 use pot_stats::{Method, Mode, Outcome, SequentialTest, StatsError, Step};
@@ -128,10 +128,10 @@ impl ReferenceStage for Fingerprint {
                     .find(|r| r.index == c.index)
                     .cloned()
                     .ok_or_else(|| {
-                        ScoringError::FingerprintMismatch(format!(
+                        ScoringError::from(FingerprintError::Mismatch(format!(
                             "it has no record of challenge {} ({})",
                             c.index, c.id
-                        ))
+                        )))
                     })
             })
             .collect()

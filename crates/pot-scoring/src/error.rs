@@ -16,8 +16,6 @@ pub enum ScoringError {
     VocabularyMismatch(String),
     #[error("cancelled by the memory monitor")]
     Cancelled,
-    #[error("fingerprint file {path}: {reason}")]
-    Fingerprint { path: String, reason: String },
-    #[error("the fingerprint does not match this comparison: {0}")]
-    FingerprintMismatch(String),
+    #[error(transparent)]
+    Fingerprint(#[from] pot_fingerprint::FingerprintError),
 }

@@ -7,17 +7,15 @@
 
 pub mod engine;
 pub mod error;
-pub mod fingerprint;
-pub mod score;
 pub mod scorer;
 pub mod weights;
 
 pub use engine::{Backend, Engine, SequenceLogProbs};
 pub use error::ScoringError;
-pub use fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader, PositionRecord};
-pub use score::{
-    ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, coarse_tvd, coarse_tvd_records, full_tvd,
-    score_records,
+pub use pot_fingerprint::{
+    ChallengeRecord, ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, Fingerprint, FingerprintError,
+    FingerprintHeader, PositionRecord, coarse_tvd, coarse_tvd_records, fingerprint, full_tvd,
+    score, score_records,
 };
 pub use scorer::{
     FingerprintOptions, check_same_vocabulary, config_sha256, encode_challenge, fingerprint,

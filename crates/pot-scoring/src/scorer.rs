@@ -6,8 +6,10 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::Engine;
 use crate::error::ScoringError;
-use crate::fingerprint::{ChallengeRecord, Fingerprint, FingerprintHeader};
-use crate::score::{ChallengeScore, score_challenge, summarise_position};
+use pot_fingerprint::{
+    ChallengeRecord, ChallengeScore, Fingerprint, FingerprintHeader, score_challenge,
+    summarise_position,
+};
 
 /// SHA-256 of the configuration in pot's canonical JSON (fixed field order, compact).
 pub fn config_sha256(config: &ModelConfig) -> String {
@@ -70,8 +72,8 @@ pub struct FingerprintOptions {
 impl Default for FingerprintOptions {
     fn default() -> Self {
         Self {
-            top_k: crate::score::DEFAULT_TOP_K,
-            prefix: crate::score::DEFAULT_PREFIX,
+            top_k: pot_fingerprint::DEFAULT_TOP_K,
+            prefix: pot_fingerprint::DEFAULT_PREFIX,
             batch_size: 8,
         }
     }

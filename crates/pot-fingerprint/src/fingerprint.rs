@@ -17,7 +17,7 @@ use std::path::Path;
 
 use pot_challenge_kdf::MasterKey;
 
-use crate::error::ScoringError;
+use crate::FingerprintError;
 
 const MAGIC: &[u8; 5] = b"POTFP";
 const FORMAT_VERSION: u8 = 2;
@@ -130,8 +130,12 @@ impl Fingerprint {
 
     /// Reads a fingerprint authenticated under `key`. The header is parsed first only to say
     /// why a tag does not verify (another key id, or an edit after signing).
-    pub fn from_bytes(bytes: &[u8], origin: &str, key: &MasterKey) -> Result<Self, ScoringError> {
-        let bad = |reason: &str| ScoringError::Fingerprint {
+    pub fn from_bytes(
+        bytes: &[u8],
+        origin: &str,
+        key: &MasterKey,
+    ) -> Result<Self, FingerprintError> {
+        let bad = |reason: &str| FingerprintError::File {
             path: origin.to_string(),
             reason: reason.to_string(),
         };
@@ -224,8 +228,8 @@ impl Fingerprint {
     /// Every record checked against a vocabulary of `vocab` tokens: ids in range, finite
     /// log-probs, top-k sorted and consistent with the stored remaining mass. (Authenticity is
     /// the MAC's job; this catches a fingerprint of another vocabulary or a buggy writer.)
-    pub fn validate(&self, vocab: usize, origin: &str) -> Result<(), ScoringError> {
-        let bad = |challenge: &str, reason: String| ScoringError::Fingerprint {
+    pub fn validate(&self, vocab: usize, origin: &str) -> Result<(), FingerprintError> {
+        let bad = |challenge: &str, reason: String| FingerprintError::File {
             path: origin.to_string(),
             reason: format!("challenge {challenge}: {reason}"),
         };
@@ -282,17 +286,17 @@ impl Fingerprint {
     }
 
     /// Writes the fingerprint, authenticated under `key`, atomically.
-    pub fn save(&self, path: &Path, key: &MasterKey) -> Result<(), ScoringError> {
+    pub fn save(&self, path: &Path, key: &MasterKey) -> Result<(), FingerprintError> {
         pot_formats::write_atomically(path, &self.to_bytes(key)).map_err(|e| {
-            ScoringError::Fingerprint {
+            FingerprintError::File {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             }
         })
     }
 
-    pub fn load(path: &Path, key: &MasterKey) -> Result<Self, ScoringError> {
-        let bytes = std::fs::read(path).map_err(|e| ScoringError::Fingerprint {
+    pub fn load(path: &Path, key: &MasterKey) -> Result<Self, FingerprintError> {
+        let bytes = std::fs::read(path).map_err(|e| FingerprintError::File {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
@@ -312,10 +316,10 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ScoringError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FingerprintError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.body.len());
         let Some(end) = end else {
-            return Err(ScoringError::Fingerprint {
+            return Err(FingerprintError::File {
                 path: self.origin.to_string(),
                 reason: "truncated record".into(),
             });
@@ -325,15 +329,15 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u32(&mut self) -> Result<u32, ScoringError> {
+    fn u32(&mut self) -> Result<u32, FingerprintError> {
         Ok(u32_le(self.take(4)?))
     }
 
     /// A `u32` count of items of at least `item_bytes` each, checked against the bytes left.
-    fn count(&mut self, item_bytes: usize) -> Result<usize, ScoringError> {
+    fn count(&mut self, item_bytes: usize) -> Result<usize, FingerprintError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(item_bytes) > self.body.len() - self.pos {
-            return Err(ScoringError::Fingerprint {
+            return Err(FingerprintError::File {
                 path: self.origin.to_string(),
                 reason: format!("a count of {n} cannot fit in the bytes left"),
             });

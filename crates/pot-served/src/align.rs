@@ -1,0 +1,169 @@
+//! Same tokens or no score. A server tokenizes the challenge text itself; before any position is
+//! scored, its tokens must be pot's tokens of the reference, one for one:
+//!
+//! - where the API gives ids (SGLang, vLLM with `token_id:N`, a tokenize endpoint), they are
+//!   compared exactly;
+//! - otherwise each token's text is compared with [`TokenTexts::text`] of pot's id, the token's
+//!   bytes as UTF-8 with invalid bytes dropped (how engines print a single token).
+//!
+//! Alternatives listed by text are mapped to ids through the texts that exactly one token of the
+//! vocabulary has. A text several tokens share (byte pieces of one character often print as "")
+//! names no single token, so that alternative is left out: its probability stays in the
+//! remainder cell of the score on both sides, which keeps the score a lower bound of the full
+//! TVD (docs/SCORING.md). The count left out is reported.
+
+use std::collections::HashMap;
+
+use pot_formats::Tokenizer;
+
+use crate::ServedError;
+use crate::api::{ServedSequence, ServedToken};
+
+/// Each token's printed text, and the texts that name exactly one token.
+pub struct TokenTexts {
+    by_id: Vec<Option<String>>,
+    unique: HashMap<String, u32>,
+}
+
+impl TokenTexts {
+    pub fn new(tokenizer: &Tokenizer) -> Self {
+        let n = tokenizer.vocab_size();
+        let by_id: Vec<Option<String>> = (0..n as u32).map(|id| tokenizer.token_text(id)).collect();
+        let mut count: HashMap<&str, (u32, usize)> = HashMap::new();
+        for (id, text) in by_id.iter().enumerate() {
+            if let Some(t) = text {
+                count.entry(t).or_insert((id as u32, 0)).1 += 1;
+            }
+        }
+        let unique = count
+            .into_iter()
+            .filter(|(_, (_, c))| *c == 1)
+            .map(|(t, (id, _))| (t.to_string(), id))
+            .collect();
+        Self { by_id, unique }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn text(&self, id: u32) -> Option<&str> {
+        self.by_id.get(id as usize)?.as_deref()
+    }
+
+    /// The one token printed as `text`, if exactly one is.
+    pub fn id(&self, text: &str) -> Option<u32> {
+        self.unique.get(text).copied()
+    }
+}
+
+/// The served side of one challenge, on the reference record's scored positions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlignedChallenge {
+    /// Per scored position: the candidate's known (token id, log-prob) pairs, each id once.
+    pub known: Vec<Vec<(u32, f32)>>,
+    /// Per scored position: the candidate's log-prob of the text's next token, where reported.
+    pub next: Vec<Option<f32>>,
+    /// Alternatives listed by the server.
+    pub listed: usize,
+    /// Of those, left out because their text names no single token.
+    pub unmapped: usize,
+}
+
+/// Checks the server's tokens against `token_ids` (pot's tokens of the challenge) and maps the
+/// rows of positions `first_scored .. first_scored + count` to token ids. `server_ids` are the
+/// ids of the engine's tokenize endpoint, where it has one.
+pub fn align(
+    challenge: &str,
+    token_ids: &[u32],
+    first_scored: usize,
+    count: usize,
+    served: &ServedSequence,
+    server_ids: Option<&[u32]>,
+    texts: &TokenTexts,
+) -> Result<AlignedChallenge, ServedError> {
+    let mismatch = |detail: String| ServedError::Tokens {
+        challenge: challenge.to_string(),
+        detail,
+    };
+    let show = |id: u32| format!("{id} {:?}", texts.text(id).unwrap_or("?"));
+    if let Some(ids) = server_ids
+        && ids != token_ids
+    {
+        let at = ids.iter().zip(token_ids).position(|(a, b)| a != b);
+        return Err(mismatch(match at {
+            Some(i) => format!(
+                "token {i} is {} on the server and {} in pot",
+                ids[i],
+                show(token_ids[i])
+            ),
+            None => format!(
+                "{} tokens on the server, {} in pot (a BOS token added or missing?)",
+                ids.len(),
+                token_ids.len()
+            ),
+        }));
+    }
+    if served.tokens.len() != token_ids.len() {
+        return Err(mismatch(format!(
+            "{} tokens on the server, {} in pot (a BOS token added or missing?)",
+            served.tokens.len(),
+            token_ids.len()
+        )));
+    }
+    for (i, (theirs, &ours)) in served.tokens.iter().zip(token_ids).enumerate() {
+        let same = match theirs {
+            ServedToken::Id(id) => *id == ours,
+            // Ids from a tokenize endpoint were compared above; the texts must agree too.
+            ServedToken::Text(t) => texts.text(ours) == Some(t.as_str()),
+        };
+        if !same {
+            return Err(mismatch(format!(
+                "token {i} is {theirs:?} on the server and {} in pot",
+                show(ours)
+            )));
+        }
+    }
+    let vocab = texts.vocab_size();
+    let mut out = AlignedChallenge {
+        known: Vec::with_capacity(count),
+        next: Vec::with_capacity(count),
+        listed: 0,
+        unmapped: 0,
+    };
+    for k in 0..count {
+        let j = first_scored + k;
+        let row =
+            served
+                .rows
+                .get(j)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| ServedError::Shape {
+                    url: String::new(),
+                    field: "log-probs".into(),
+                    detail: format!("challenge {challenge}: no log-probs for prompt position {j}"),
+                })?;
+        let mut known: Vec<(u32, f32)> = Vec::with_capacity(row.top.len() + 1);
+        for (token, lp) in &row.top {
+            out.listed += 1;
+            let id = match token {
+                ServedToken::Id(id) => Some(*id).filter(|&id| (id as usize) < vocab),
+                ServedToken::Text(t) => texts.id(t),
+            };
+            match id {
+                Some(id) if !known.iter().any(|(k, _)| *k == id) => known.push((id, *lp)),
+                Some(_) => {}
+                None => out.unmapped += 1,
+            }
+        }
+        let next_id = token_ids[j + 1];
+        if let Some(lp) = row.next
+            && !known.iter().any(|(k, _)| *k == next_id)
+        {
+            known.push((next_id, lp));
+        }
+        out.known.push(known);
+        out.next.push(row.next);
+    }
+    Ok(out)
+}
