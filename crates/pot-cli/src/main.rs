@@ -7,6 +7,7 @@ mod models;
 mod monitor;
 mod provenance;
 mod resources;
+mod served;
 mod verify;
 
 use std::process::ExitCode;

@@ -16,15 +16,19 @@ use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
 use crate::exit::{self, Failure};
 use crate::resources::ResourceArgs;
+use crate::served::{self, ServedArgs};
 
 #[derive(Args)]
 pub struct VerifyArgs {
     /// Reference model (GGUF file or Hugging Face directory).
     #[arg(long, required_unless_present = "reference")]
     model1: Option<PathBuf>,
-    /// Candidate model.
+    /// Candidate model: a GGUF file, a Hugging Face directory, or a serving engine's address
+    /// (`http://host:port/v1`; see --served-api; API key from $POT_API_KEY).
     #[arg(long)]
     model2: PathBuf,
+    #[command(flatten)]
+    served: ServedArgs,
     /// A saved fingerprint (`pot fingerprint`) instead of --model1.
     #[arg(long, conflicts_with = "model1")]
     reference: Option<PathBuf>,
@@ -171,12 +175,19 @@ fn error_code(e: &VerifyError) -> u8 {
             exit::LOAD_FAILED
         }
         VerifyError::Plan(_) | VerifyError::MemoryLimit(_) => exit::MEMORY,
+        // The server's tokens are not the reference's (beyond what decides DIFFERENT), or its
+        // answers lack what pot reads: bad input, like an unreadable model.
+        VerifyError::Served(
+            pot_served::ServedError::Tokens { .. } | pot_served::ServedError::Shape { .. },
+        ) => exit::LOAD_FAILED,
+        VerifyError::Served(pot_served::ServedError::Config(_)) => exit::USAGE,
         _ => exit::RUNTIME,
     }
 }
 
 pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     let resources = args.resources.apply()?;
+    let served = served::candidate(&args.model2, args.model1.as_deref(), &args.served)?;
     let key = run_key(&args.key, args.output.as_deref())?;
     let opts = VerifyOptions {
         model1: args.model1.clone().unwrap_or_default(),
@@ -190,6 +201,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         batch_size: args.batch_size,
         resources,
         weight_evidence: true,
+        served,
     };
     // Two live models under --enable-8bit are quantised alike, so the same weights still score
     // near 0; a fingerprint's log-probs came from unquantised weights, and int8 against them
@@ -403,9 +415,12 @@ pub struct CalibrateArgs {
     /// Reference model (GGUF file or Hugging Face directory).
     #[arg(long)]
     model1: PathBuf,
-    /// A deployment of the same weights (another encoding, engine or backend).
+    /// A deployment of the same weights (another encoding, engine or backend): a model file or
+    /// directory, or a serving engine's address (`http://host:port/v1`).
     #[arg(long)]
     model2: PathBuf,
+    #[command(flatten)]
+    served: ServedArgs,
     /// Challenges to score (all of them: no early stopping).
     #[arg(short = 'n', long = "count", default_value_t = 48)]
     count: u64,
@@ -441,6 +456,7 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
         ));
     }
     let resources = args.resources.apply()?;
+    let served = served::candidate(&args.model2, Some(&args.model1), &args.served)?;
     // The scores measure noise between two deployments; any key serves, so a fresh one is used
     // when none is given (its id is in the JSON output).
     let key = if args.key.is_given() {
@@ -460,6 +476,7 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
         batch_size: args.batch_size,
         resources,
         weight_evidence: false,
+        served,
     };
     let printer = ProgressPrinter::new(args.quiet || args.json);
     let report = score_stream(opts, args.count, |e| printer.show(e))

@@ -12,6 +12,7 @@
 
 mod report;
 pub mod schema;
+mod served;
 pub mod stages;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use pot_security::compare_tokenizers;
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
 
 pub use report::{REPORT_VERSION, Report};
+pub use served::ServedCandidate;
 pub use stages::WeightEvidence;
 use stages::{
     CandidateStage, ChallengeStage, DecisionStage, EvidenceStage, KdfChallenges, LiveModel,
@@ -82,6 +84,8 @@ pub struct VerifyOptions {
     /// Hash both models' weights (config hashes, TLSH, Merkle roots) beside the test; off only
     /// for [`score_stream`], which measures scores and nothing else.
     pub weight_evidence: bool,
+    /// Model 2 is served (`model2` then holds its address, for the report).
+    pub served: Option<ServedCandidate>,
 }
 
 /// Progress events for a front end to display.
@@ -105,6 +109,14 @@ pub enum VerifyError {
     /// The monitor cancelled the work; the report records it.
     #[error("memory limit exceeded: {0}")]
     MemoryLimit(String),
+    #[error("served model: {0}")]
+    Served(pot_served::ServedError),
+}
+
+impl From<pot_served::ServedError> for VerifyError {
+    fn from(e: pot_served::ServedError) -> Self {
+        VerifyError::Served(e)
+    }
 }
 
 impl From<pot_formats::FormatError> for VerifyError {
@@ -236,6 +248,9 @@ fn pipeline(
     monitor: &Monitor,
     progress: &mut impl FnMut(Progress),
 ) -> Result<(), VerifyError> {
+    if let Some(served) = &opts.served {
+        return served_pipeline(opts, served, report, monitor, progress);
+    }
     let limits = &opts.resources.limits;
     let system = SystemMemory::read();
     progress(Progress::Stage("reading models"));
@@ -292,9 +307,11 @@ fn pipeline(
                 );
                 return Ok(());
             }
-            check_records(&fp, path, &challenges, &candidate)?;
+            // The candidate's output rows are what the records' ids index.
+            let vocab = candidate.model.config().vocab_size;
+            check_records(&fp, path, &challenges, vocab, &candidate.tokenizer)?;
             let execution = "reference fingerprint: only model 2 is loaded";
-            report.memory_plan(None, &plan2, execution);
+            report.memory_plan(None, Some(&plan2), execution);
             progress(Progress::Stage("scoring model 2"));
             run.queries(&mut fp, &mut load_candidate(monitor)?, report, progress)?;
         }
@@ -332,7 +349,7 @@ fn pipeline(
             };
             if side_by_side(&plan1, &plan2) {
                 let execution = "side by side: both models resident within the budget";
-                report.memory_plan(Some(&plan1), &plan2, execution);
+                report.memory_plan(Some(&plan1), Some(&plan2), execution);
                 progress(Progress::Stage("loading both models (side by side)"));
                 let mut m1 = load_reference()?;
                 let mut m2 = load_candidate(monitor)?;
@@ -341,7 +358,7 @@ fn pipeline(
             } else {
                 let execution =
                     "sequential: model 1 fingerprinted on the query cap and released, then model 2";
-                report.memory_plan(Some(&plan1), &plan2, execution);
+                report.memory_plan(Some(&plan1), Some(&plan2), execution);
                 progress(Progress::Stage("fingerprinting model 1"));
                 let mut fp = load_reference()?.fingerprint_all(&challenges, |done, total| {
                     progress(Progress::Fingerprinted { done, total })
@@ -357,6 +374,107 @@ fn pipeline(
     }
     report.timing("queries_s", run.started.elapsed().as_secs_f64());
     monitor.note("models released");
+    report.decide(run.test.outcome());
+    Ok(())
+}
+
+/// [`pipeline`] with model 2 behind a serving engine: model 1 (or its fingerprint) is the
+/// reference, the engine scores each challenge, and no weights of model 2 are ever read (so no
+/// weight evidence for it: the verdict is the sequential test's alone).
+fn served_pipeline(
+    opts: &VerifyOptions,
+    served: &ServedCandidate,
+    report: &mut Report,
+    monitor: &Monitor,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), VerifyError> {
+    let challenge_stage = KdfChallenges {
+        key: &opts.key,
+        spec: ChallengeSpec::new(opts.run_id.clone(), opts.mode.n_max),
+    };
+    let commitment = challenge_stage.commitment();
+    report.set_challenges(&commitment);
+    let challenges = challenge_stage.challenges();
+    let tokenizer = &served.tokenizer;
+    report.served(&served.model, &tokenizer.vocab_sha256());
+    let mut run = QueryRun {
+        opts,
+        challenges: &challenges,
+        test: sequential_test(&opts.mode, opts.method)?,
+        monitor,
+        started: Instant::now(),
+    };
+    let mut candidate = served::ServedStage::new(served, &challenges);
+    let side;
+    let mut reference: Box<dyn ReferenceStage + '_>;
+    match &opts.reference {
+        Some(path) => {
+            let fp = Fingerprint::load(path, &opts.key)?;
+            report.model1_identity(&fp.header.config_sha256, &fp.header.vocab_sha256);
+            check_reference(&fp, &commitment)?;
+            if fp.header.vocab_sha256 != tokenizer.vocab_sha256() {
+                return Err(ScoringError::from(FingerprintError::Mismatch(
+                    "the tokenizer given with --tokenizer is not the one the fingerprint was                      made with (vocabulary digests differ); pass model 1's tokenizer"
+                        .into(),
+                ))
+                .into());
+            }
+            // Record ids are only looked up here, never used to index a model's output rows.
+            check_records(&fp, path, &challenges, usize::MAX, tokenizer)?;
+            reference = Box::new(fp);
+        }
+        None => {
+            progress(Progress::Stage("reading model 1"));
+            side = open(&opts.model1)?;
+            report.model1_identity(&side.config_sha256, &side.vocab_sha256);
+            if side.vocab_sha256 != tokenizer.vocab_sha256() {
+                return Err(VerifyError::Served(pot_served::ServedError::Config(
+                    "the tokenizer used to check the server's tokens is not model 1's".into(),
+                )));
+            }
+            let work = workload(&side.tokenizer, &challenges, opts.batch_size)?;
+            let plan1 = plan(
+                &side.model.description(),
+                &opts.resources.limits,
+                &work,
+                SystemMemory::read(),
+            )?;
+            report.memory_plan(
+                Some(&plan1),
+                None,
+                "served: model 1 is the only model loaded; model 2 runs on its server",
+            );
+            if opts.weight_evidence {
+                progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
+                let evidence1 = SecurityAndProvenance.evidence(&side.model)?;
+                report.model1_evidence(&evidence1);
+                check_monitor(monitor)?;
+            }
+            progress(Progress::Stage("loading model 1"));
+            let header1 = header_for(&side, &opts.run_id, &commitment, None);
+            reference = Box::new(
+                LiveModel::load(
+                    &side.model,
+                    &side.tokenizer,
+                    header1,
+                    opts.backend,
+                    residency(plan1.strategy),
+                    monitor.cancel_flag(),
+                )
+                .inspect(|_| monitor.note("model 1 loaded"))?,
+            );
+        }
+    }
+    progress(Progress::Stage("checking the server's tokens"));
+    let first = reference.records(&challenges[..1])?;
+    if let Some(detail) = candidate.tokenizer_difference(&first[0])? {
+        report.tokenizer_mismatch(&detail);
+        return Ok(());
+    }
+    progress(Progress::Stage("scoring model 2 on its server"));
+    run.queries(reference.as_mut(), &mut candidate, report, progress)?;
+    report.served_alignment(&candidate.stats);
+    report.timing("queries_s", run.started.elapsed().as_secs_f64());
     report.decide(run.test.outcome());
     Ok(())
 }
@@ -453,12 +571,11 @@ fn check_records(
     fp: &Fingerprint,
     path: &Path,
     challenges: &[Challenge],
-    candidate: &Side,
+    vocab_size: usize,
+    tokenizer: &Tokenizer,
 ) -> Result<(), VerifyError> {
     let origin = path.display().to_string();
-    // The candidate's output rows are what the records' ids index.
-    fp.validate(candidate.model.config().vocab_size, &origin)?;
-    let tokenizer = &candidate.tokenizer;
+    fp.validate(vocab_size, &origin)?;
     let mismatch = |reason: String| -> VerifyError {
         ScoringError::from(FingerprintError::File {
             path: origin.clone(),

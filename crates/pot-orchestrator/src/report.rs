@@ -66,6 +66,7 @@ impl Report {
                 "abort": null,
             },
             "peak_memory_gb": null,
+            "served": null,
         });
         Self {
             value,
@@ -150,6 +151,37 @@ impl Report {
         }
     }
 
+    /// Model 2 is served: where, which, how asked; its vocabulary is the reference tokenizer's
+    /// (every challenge's tokens are checked against it before scoring).
+    pub(crate) fn served(&mut self, model: &pot_served::ServedModel, vocab: &str) {
+        self.value["served"] = json!({
+            "endpoint": model.client.base(),
+            "model": model.model,
+            "api": model.api.name(),
+            "engine_version": model.engine_version,
+            "top_logprobs": model.top_k,
+            "score": "coarse total variation on the tokens whose probabilities both sides \
+                      report plus one remainder cell: never above the full TVD (docs/SCORING.md)",
+        });
+        self.value["security"]["tokenizer"]["model2_vocab_sha256"] = vocab.into();
+        self.update_matches();
+    }
+
+    /// How many alternatives the server listed and how many named no single token.
+    pub(crate) fn served_alignment(&mut self, stats: &crate::served::AlignmentStats) {
+        let s = &mut self.value["served"];
+        s["requests"] = stats.requests.into();
+        s["alternatives_listed"] = stats.listed.into();
+        s["alternatives_unmapped"] = stats.unmapped.into();
+    }
+
+    /// Model 1's weight evidence when model 2's weights are out of reach (served).
+    pub(crate) fn model1_evidence(&mut self, a: &WeightEvidence) {
+        self.value["security"]["config_hash"]["hashes"] = json!([a.config, null]);
+        self.value["provenance"]["model1_root"] = json!(a.merkle_root);
+        self.value["provenance"]["identical_weights"] = Value::Null;
+    }
+
     /// With a saved fingerprint only the Merkle root its header claims for model 1 is known: it
     /// is reported, never used to decide (a header is not evidence of the weights).
     pub(crate) fn reference_evidence(&mut self, root1: Option<&str>, b: &WeightEvidence) {
@@ -231,7 +263,12 @@ impl Report {
     }
 
     /// The memory plan of each model and how they were run (side by side or sequentially).
-    pub(crate) fn memory_plan(&mut self, model1: Option<&Plan>, model2: &Plan, execution: &str) {
+    pub(crate) fn memory_plan(
+        &mut self,
+        model1: Option<&Plan>,
+        model2: Option<&Plan>,
+        execution: &str,
+    ) {
         self.value["memory"]["plan"] = json!({
             "execution": execution,
             "model1": model1,

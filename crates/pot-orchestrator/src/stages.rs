@@ -16,6 +16,8 @@ use pot_scoring::{
 use pot_security::{ConfigHashes, FuzzyHash, FuzzyHasher};
 use pot_stats::{Method, Mode, Outcome, SequentialTest, StatsError, Step};
 
+use crate::VerifyError;
+
 /// Challenges of a run and the commitment that pins them.
 pub trait ChallengeStage {
     fn commitment(&self) -> Commitment;
@@ -28,9 +30,10 @@ pub trait ReferenceStage {
     fn records(&mut self, challenges: &[Challenge]) -> Result<Vec<ChallengeRecord>, ScoringError>;
 }
 
-/// The candidate side: bounded scores of a batch of reference records.
+/// The candidate side: bounded scores of a batch of reference records (a live model, or a
+/// served one: `served.rs`).
 pub trait CandidateStage {
-    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, ScoringError>;
+    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, VerifyError>;
 }
 
 /// The anytime-valid decision, fed one score at a time.
@@ -112,8 +115,8 @@ impl ReferenceStage for LiveModel<'_> {
 }
 
 impl CandidateStage for LiveModel<'_> {
-    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, ScoringError> {
-        score_candidate(&self.engine, records)
+    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, VerifyError> {
+        Ok(score_candidate(&self.engine, records)?)
     }
 }
 

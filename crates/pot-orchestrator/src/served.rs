@@ -1,0 +1,130 @@
+//! The candidate behind a serving engine (`--model2 http://...`): the reference side runs as
+//! usual (a live model 1 or a saved fingerprint), the candidate's log-probs come from the
+//! engine, a batch of challenges at a time with up to `concurrency` requests in flight.
+
+use pot_challenge_kdf::Challenge;
+use pot_formats::Tokenizer;
+use pot_scoring::{ChallengeRecord, ChallengeScore, score::score_known};
+use pot_served::{Api, ServedError, ServedModel, TokenTexts, align};
+
+use crate::VerifyError;
+use crate::stages::CandidateStage;
+
+/// What `verify` needs to score a served candidate.
+pub struct ServedCandidate {
+    pub model: ServedModel,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// The reference's tokenizer (model 1's, or the one given with a fingerprint): the server's
+    /// tokens are checked against it.
+    pub tokenizer: Tokenizer,
+}
+
+/// Counters of a served run, for the report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlignmentStats {
+    pub listed: usize,
+    pub unmapped: usize,
+    pub requests: usize,
+}
+
+pub(crate) struct ServedStage<'a> {
+    served: &'a ServedCandidate,
+    challenges: &'a [Challenge],
+    texts: TokenTexts,
+    pub stats: AlignmentStats,
+}
+
+impl<'a> ServedStage<'a> {
+    pub fn new(served: &'a ServedCandidate, challenges: &'a [Challenge]) -> Self {
+        Self {
+            texts: TokenTexts::new(&served.tokenizer),
+            served,
+            challenges,
+            stats: AlignmentStats::default(),
+        }
+    }
+
+    /// One challenge: the engine's log-probs, the token check, the score.
+    fn score_one(
+        &self,
+        record: &ChallengeRecord,
+    ) -> Result<(ChallengeScore, usize, usize), VerifyError> {
+        let challenge = self
+            .challenges
+            .iter()
+            .find(|c| c.index == record.index)
+            .ok_or_else(|| {
+                VerifyError::Served(ServedError::Config(format!(
+                    "no challenge with index {}",
+                    record.index
+                )))
+            })?;
+        let model = &self.served.model;
+        let served = model.score_text(&challenge.prompt)?;
+        // vLLM's `token_id:N` and SGLang's ids are exact already; a tokenize endpoint gives
+        // llama-cpp-python's.
+        let server_ids = match model.api {
+            Api::LlamaCppPython => model.tokenize(&challenge.prompt)?,
+            _ => None,
+        };
+        let aligned = align(
+            &record.challenge_id,
+            &record.token_ids,
+            record.first_scored,
+            record.positions.len(),
+            &served,
+            server_ids.as_deref(),
+            &self.texts,
+        )?;
+        let score = score_known(record, &aligned.known, &aligned.next)?;
+        Ok((score, aligned.listed, aligned.unmapped))
+    }
+
+    /// Checks the first challenge's tokens before the run: `Ok(Some(detail))` when the server's
+    /// tokenizer differs from the reference's beyond a leading BOS token (the models cannot be
+    /// the same), an error when only the BOS policy differs (a serving setting to fix).
+    pub fn tokenizer_difference(
+        &self,
+        first: &ChallengeRecord,
+    ) -> Result<Option<String>, VerifyError> {
+        match self.score_one(first) {
+            Ok(_) => Ok(None),
+            Err(VerifyError::Served(ServedError::Tokens { detail, .. }))
+                if !detail.contains("BOS") =>
+            {
+                Ok(Some(format!(
+                    "the server tokenizes the first challenge differently: {detail}"
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl CandidateStage for ServedStage<'_> {
+    fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, VerifyError> {
+        let width = self.served.concurrency.max(1);
+        let mut scores = Vec::with_capacity(records.len());
+        for group in records.chunks(width) {
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|r| s.spawn(|| self.score_one(r)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a scoring thread does not panic"))
+                    .collect()
+            });
+            for result in results {
+                let (score, listed, unmapped) = result?;
+                self.stats.listed += listed;
+                self.stats.unmapped += unmapped;
+                self.stats.requests += 1;
+                scores.push(score);
+            }
+        }
+        Ok(scores)
+    }
+}
