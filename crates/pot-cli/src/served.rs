@@ -109,5 +109,6 @@ pub fn candidate(
         model,
         concurrency: args.concurrency.max(1),
         tokenizer,
+        tolerance_reason: String::new(),
     }))
 }

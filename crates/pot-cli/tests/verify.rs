@@ -260,34 +260,12 @@ fn monitor_guards_only_pot_processes() {
     assert!(guarded["end"].as_str().unwrap().contains("signal received"));
 }
 
-/// Python with torch and transformers (fixtures/variants/requirements.txt): `$POT_PYTHON`, the
-/// venv `~/.cache/pot/pyenv`, or `python3`; `None` (the test skips) when none imports both.
-fn python_with_transformers() -> Option<std::path::PathBuf> {
-    let venv = std::env::var_os("HOME")
-        .map(|h| std::path::PathBuf::from(h).join(".cache/pot/pyenv/bin/python"));
-    let candidates = std::env::var_os("POT_PYTHON")
-        .map(std::path::PathBuf::from)
-        .into_iter()
-        .chain(venv.filter(|v| v.is_file()))
-        .chain(std::iter::once("python3".into()));
-    for python in candidates {
-        let ok = std::process::Command::new(&python)
-            .args(["-c", "import torch, transformers"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    None
-}
-
 /// The same weights saved by current transformers (5.x config layout, `rope_parameters`) and
 /// with a 4.x-style config: SAME against the GGUF, with equal canonical Merkle roots and equal
 /// architecture hashes (fixtures/variants/resave.py).
 #[test]
 fn a_transformers_saved_copy_is_the_same_model() {
-    let Some(python) = python_with_transformers() else {
+    let Some(python) = common::python_with("torch, transformers") else {
         println!(
             "skipped: no Python with torch and transformers (pip install -r fixtures/variants/requirements.txt into ~/.cache/pot/pyenv)"
         );

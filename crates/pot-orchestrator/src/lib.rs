@@ -396,7 +396,7 @@ fn served_pipeline(
     report.set_challenges(&commitment);
     let challenges = challenge_stage.challenges();
     let tokenizer = &served.tokenizer;
-    report.served(&served.model, &tokenizer.vocab_sha256());
+    report.served(served, &tokenizer.vocab_sha256());
     let mut run = QueryRun {
         opts,
         challenges: &challenges,

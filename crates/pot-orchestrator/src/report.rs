@@ -153,8 +153,10 @@ impl Report {
 
     /// Model 2 is served: where, which, how asked; its vocabulary is the reference tokenizer's
     /// (every challenge's tokens are checked against it before scoring).
-    pub(crate) fn served(&mut self, model: &pot_served::ServedModel, vocab: &str) {
+    pub(crate) fn served(&mut self, served: &crate::ServedCandidate, vocab: &str) {
+        let model = &served.model;
         self.value["served"] = json!({
+            "tolerance_reason": served.tolerance_reason,
             "endpoint": model.client.base(),
             "model": model.model,
             "api": model.api.name(),

@@ -18,6 +18,8 @@ pub struct ServedCandidate {
     /// The reference's tokenizer (model 1's, or the one given with a fingerprint): the server's
     /// tokens are checked against it.
     pub tokenizer: Tokenizer,
+    /// Why the run's tolerance is what it is, for the report.
+    pub tolerance_reason: String,
 }
 
 /// Counters of a served run, for the report.

@@ -1,0 +1,253 @@
+//! `pot verify` against a real serving engine: llama.cpp's OpenAI-compatible server as shipped by
+//! `llama-cpp-python[server]`, serving the SmolLM2 fixture, started here on a free port and
+//! stopped after. Skipped with a message where no Python imports `llama_cpp` (install:
+//! `pip install 'llama-cpp-python[server]'` into ~/.cache/pot/pyenv). vLLM and SGLang need a
+//! GPU: their response shapes are tested in crates/pot-served/tests/shapes.rs.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pot_env;
+use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
+use serde_json::Value;
+
+/// A llama-cpp-python server, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn start_server(python: &Path, model: &Path, log: &Path) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python)
+        .args(["-m", "llama_cpp.server", "--model"])
+        .arg(model)
+        .args([
+            "--logits_all",
+            "true",
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+        ])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}/v1"),
+    };
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the llama-cpp-python server did not start; its log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    server
+}
+
+fn key_file(dir: &Path) -> String {
+    let path = dir.join("k.key");
+    std::fs::write(&path, "5e".repeat(32)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_served_model_is_verified_through_its_server() {
+    let Some(python) = common::python_with("llama_cpp.server") else {
+        println!(
+            "skipped: no Python with llama-cpp-python[server] (pip install 'llama-cpp-python[server]' into ~/.cache/pot/pyenv)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let smol: PathBuf = model_path(SMOLLM2_135M);
+    let server = start_server(&python, &smol, &dir.path().join("server.log"));
+    let key = key_file(dir.path());
+    let secret = "pot-test-secret-api-key-7d1e";
+    let out_path = dir.path().join("r.json");
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol.display().to_string(),
+            "--model2",
+            &server.url,
+            "--served-api",
+            "llama-cpp-python",
+            "--mode",
+            "quick",
+            "--key-file",
+            &key,
+            "-o",
+            &out_path.display().to_string(),
+        ],
+        &[("POT_API_KEY", secret)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report_text = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{stderr}\n{report_text}"
+    );
+    let report: Value = serde_json::from_str(&report_text).unwrap();
+    assert_eq!(report["final_decision"], "SAME");
+    let served = &report["served"];
+    assert_eq!(served["api"], "llama-cpp-python");
+    assert!(served["model"].as_str().unwrap().ends_with(SMOLLM2_135M));
+    assert!(
+        served["tolerance_reason"]
+            .as_str()
+            .unwrap()
+            .contains("quantized")
+    );
+    assert!(served["requests"].as_u64().unwrap() >= 8);
+    assert_eq!(report["security"]["tokenizer"]["verdict"], "identical");
+    // The API key never reaches the output or the report.
+    for text in [&*stdout, &*stderr, &report_text] {
+        assert!(!text.contains(secret));
+    }
+    println!(
+        "served SmolLM2 (llama.cpp, Q4_1 compute) vs local f32: {} after {} queries, mean {:.5}",
+        report["final_decision"],
+        report["enhanced_diff"]["n_effective"],
+        report["enhanced_diff"]["effect_size"]
+    );
+
+    // The same through a saved fingerprint: no model is loaded locally at all; the tokenizer
+    // given with --tokenizer checks the server's tokens.
+    let fp = dir.path().join("smol.potfp").display().to_string();
+    let smol_s = smol.display().to_string();
+    let out = pot_env(
+        &[
+            "fingerprint",
+            &smol_s,
+            "--key-file",
+            &key,
+            "--run-id",
+            "served",
+            "--mode",
+            "quick",
+            "-o",
+            &fp,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pot_env(
+        &[
+            "verify",
+            "--reference",
+            &fp,
+            "--tokenizer",
+            &smol_s,
+            "--model2",
+            &server.url,
+            "--served-api",
+            "llama-cpp-python",
+            "--mode",
+            "quick",
+            "--key-file",
+            &key,
+            "--run-id",
+            "served",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SAME"), "{stdout}");
+    // Without a tokenizer a fingerprint cannot check the server's tokens: refused up front.
+    let out = pot_env(
+        &[
+            "verify",
+            "--reference",
+            &fp,
+            "--model2",
+            &server.url,
+            "--key-file",
+            &key,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tokenizer"));
+
+    // Another model as the reference: the server's tokens are not its tokens, so the models
+    // cannot be the same, and nothing is scored.
+    let qwen = model_path(QWEN_CODER_05B).display().to_string();
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &qwen,
+            "--model2",
+            &server.url,
+            "--served-api",
+            "llama-cpp-python",
+            "--mode",
+            "quick",
+            "--key-file",
+            &key,
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("DIFFERENT"), "{stdout}");
+
+    // A server that is not there: a clear error, not a hang or a panic.
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol.display().to_string(),
+            "--model2",
+            "http://127.0.0.1:9/v1",
+            "--request-timeout",
+            "2",
+            "--key-file",
+            &key,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("cannot reach the server"), "{stderr}");
+}
