@@ -109,10 +109,21 @@ fn demo(args: &[String]) -> Result<()> {
     let model = fixtures::ensure_named("smollm2-135m")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let model = model.display().to_string();
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "run", "--quiet", "-p", "pot-cli", "--", "verify", "--model1", &model, "--model2", &model,
-    ]);
+    // Built exactly as the README's test command builds (`cargo test --workspace`): a narrower
+    // build (`cargo run -p pot-cli`) resolves other features for shared crates (memchr,
+    // once_cell: `default` comes in through dev-dependencies), which would compile burn twice.
+    let built = Command::new(&cargo)
+        .args(["test", "--workspace", "--no-run", "--quiet"])
+        .status()
+        .context("cannot run cargo")?;
+    if !built.success() {
+        bail!("the build failed (cargo test --workspace --no-run)");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| fixtures::workspace_root().join("target"));
+    let mut cmd = Command::new(target.join("debug").join("pot"));
+    cmd.args(["verify", "--model1", &model, "--model2", &model]);
     if !args.iter().any(|a| a == "--mode") {
         cmd.args(["--mode", "quick"]);
     }

@@ -67,6 +67,11 @@ pub struct VerifyArgs {
     /// No progress output on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Progress on stderr as `text` (for people) or `json`: one JSON object per line per event
+    /// (`stage`, `fingerprinted`, `query` with the running mean and interval, each with the
+    /// process's RSS in bytes), for tools that embed pot.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    progress: String,
 }
 
 /// A backend that this build of pot can run: one not compiled in is a usage error, reported
@@ -111,10 +116,12 @@ fn run_key(key: &KeyArgs, report: Option<&Path>) -> Result<MasterKey, Failure> {
     Ok(fresh)
 }
 
-/// Progress lines on stderr: updated in place on a terminal, plain lines otherwise.
+/// Progress on stderr: lines updated in place on a terminal, plain lines otherwise, or JSON
+/// lines (`--progress json`).
 struct ProgressPrinter {
     quiet: bool,
     tty: bool,
+    json: bool,
 }
 
 impl ProgressPrinter {
@@ -122,11 +129,41 @@ impl ProgressPrinter {
         Self {
             quiet,
             tty: std::io::stderr().is_terminal(),
+            json: false,
         }
+    }
+
+    fn json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
     }
 
     fn show(&self, event: Progress) {
         if self.quiet {
+            return;
+        }
+        if self.json {
+            let rss = pot_memory_governor::ProcessMemory::own().map(|m| m.rss_bytes);
+            let line = match event {
+                Progress::Stage(s) => {
+                    serde_json::json!({ "event": "stage", "stage": s, "rss_bytes": rss })
+                }
+                Progress::Fingerprinted { done, total } => serde_json::json!({
+                    "event": "fingerprinted", "done": done, "total": total, "rss_bytes": rss,
+                }),
+                Progress::Scored {
+                    query,
+                    score,
+                    cap,
+                    mean,
+                    lower,
+                    upper,
+                } => serde_json::json!({
+                    "event": "query", "query": query, "cap": cap, "score": score, "mean": mean,
+                    "lower": lower, "upper": upper, "rss_bytes": rss,
+                }),
+            };
+            eprintln!("{line}");
             return;
         }
         let (line, last) = match event {
@@ -138,7 +175,9 @@ impl ProgressPrinter {
                 ),
                 done == total,
             ),
-            Progress::Scored { query, score, cap } => (
+            Progress::Scored {
+                query, score, cap, ..
+            } => (
                 format!(
                     "  queries {} {query} (cap {cap}), last score {score:.5}",
                     bar(query, cap)
@@ -245,7 +284,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
              near the default tolerance: add --tolerance quantized for such pairs (docs/STATISTICS.md)"
         );
     }
-    let printer = ProgressPrinter::new(args.quiet);
+    let printer = ProgressPrinter::new(args.quiet).json(args.progress == "json");
     let result = verify(&opts, |e| printer.show(e));
     let (json, code) = match &result {
         Ok(report) if report.memory_aborted() => (report.json().clone(), exit::MEMORY),

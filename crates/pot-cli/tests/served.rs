@@ -1,7 +1,7 @@
 //! `pot verify` against a real serving engine: llama.cpp's OpenAI-compatible server as shipped by
 //! `llama-cpp-python[server]`, serving the SmolLM2 fixture, started here on a free port and
 //! stopped after. Skipped with a message where no Python imports `llama_cpp` (install:
-//! `pip install 'llama-cpp-python[server]'` into ~/.cache/pot/pyenv). vLLM and SGLang need a
+//! `pip install -r fixtures/served/requirements.txt` into ~/.cache/pot/pyenv). vLLM and SGLang need a
 //! GPU: their response shapes are tested in crates/pot-served/tests/shapes.rs.
 
 mod common;
@@ -76,7 +76,7 @@ fn key_file(dir: &Path) -> String {
 fn a_served_model_is_verified_through_its_server() {
     let Some(python) = common::python_with("llama_cpp.server") else {
         println!(
-            "skipped: no Python with llama-cpp-python[server] (pip install 'llama-cpp-python[server]' into ~/.cache/pot/pyenv)"
+            "skipped: no Python with llama-cpp-python[server] (~/.cache/pot/pyenv/bin/pip install -r fixtures/served/requirements.txt)"
         );
         return;
     };

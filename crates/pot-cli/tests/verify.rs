@@ -374,6 +374,42 @@ fn an_unwritable_report_still_prints_the_verdict() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
 }
 
+/// `--progress json`: every stderr line is one JSON event; the queries carry the running
+/// interval, which closes in on the mean, and the process's RSS.
+#[test]
+fn progress_as_json_lines() {
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let key = "ab".repeat(32);
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol,
+            "--model2",
+            &smol,
+            "--mode",
+            "quick",
+            "--progress",
+            "json",
+        ],
+        &[("POT_KEY", &key)],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "stage"));
+    let queries: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "query").collect();
+    assert!(queries.len() >= 6, "{events:?}");
+    let (first, last) = (queries[0], queries[queries.len() - 1]);
+    assert_eq!(first["query"], 1);
+    let width = |e: &serde_json::Value| e["upper"].as_f64().unwrap() - e["lower"].as_f64().unwrap();
+    assert!(width(last) < width(first));
+    assert!(last["rss_bytes"].as_u64().unwrap() > 1 << 20);
+}
+
 /// The README's commit -> verify -> check-commitment workflow, end to end: the commitment
 /// published before the run is the one the report carries, and the revealed key reproduces it.
 #[test]

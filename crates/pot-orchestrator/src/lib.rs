@@ -91,8 +91,19 @@ pub struct VerifyOptions {
 /// Progress events for a front end to display.
 pub enum Progress<'a> {
     Stage(&'a str),
-    Fingerprinted { done: usize, total: usize },
-    Scored { query: u64, score: f64, cap: u64 },
+    Fingerprinted {
+        done: usize,
+        total: usize,
+    },
+    /// A query was scored; the running estimate and confidence-sequence bounds after it.
+    Scored {
+        query: u64,
+        score: f64,
+        cap: u64,
+        mean: f64,
+        lower: f64,
+        upper: f64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -541,6 +552,9 @@ impl QueryRun<'_> {
                     query: outcome.n,
                     score: score.score,
                     cap: self.opts.mode.n_max,
+                    mean: outcome.effect_size,
+                    lower: outcome.ci_lower,
+                    upper: outcome.ci_upper,
                 });
                 report.trace(record, &score, &outcome);
                 if let Step::Stop(_) = step {
