@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use pot_formats::Model;
-use pot_provenance::{TensorEncoding, TensorProof, TensorTree, transcript};
+use pot_provenance::{TensorEncoding, TensorProof, TensorTree, model_signing, transcript};
 
 use crate::exit::{self, Failure};
 
@@ -164,10 +164,86 @@ pub struct ProvenanceArgs {
 enum ProvenanceAction {
     /// Recompute a report's transcript root from its trace and check every query's inclusion.
     Verify { report: PathBuf },
+    /// The OpenSSF model-signing digest of a model directory or file: SHA-256 per file and the
+    /// root `model_signing` signs (the in-toto subject digest).
+    Digest {
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a `model_signing` bundle's manifest against a model on disk: which files match,
+    /// differ, are missing or extra (exit 0 all match, 1 otherwise). The Sigstore signature
+    /// itself is not verified here (`model_signing verify` does that).
+    CheckManifest {
+        bundle: PathBuf,
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn signing_failure(e: model_signing::SigningError) -> Failure {
+    exit::fail(exit::LOAD_FAILED, anyhow!(e))
 }
 
 pub fn provenance_cmd(args: ProvenanceArgs) -> Result<u8, Failure> {
-    let ProvenanceAction::Verify { report } = args.action;
+    let report = match args.action {
+        ProvenanceAction::Verify { report } => report,
+        ProvenanceAction::Digest { model, json } => {
+            let m = model_signing::manifest(&model).map_err(signing_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m).expect("serialises"));
+            } else {
+                for f in &m.files {
+                    println!("{}  {}", f.sha256, f.name);
+                }
+                println!(
+                    "root {}  ({} files, model_signing sha256 manifest)",
+                    m.root_sha256,
+                    m.files.len()
+                );
+            }
+            return Ok(exit::SAME);
+        }
+        ProvenanceAction::CheckManifest {
+            bundle,
+            model,
+            json,
+        } => {
+            let c = model_signing::check_bundle(&bundle, &model).map_err(signing_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c).expect("serialises"));
+            } else {
+                for (label, names) in [
+                    ("match", &c.matching),
+                    ("DIFFERS", &c.differing),
+                    ("MISSING", &c.missing),
+                    ("EXTRA", &c.extra),
+                ] {
+                    for n in names {
+                        println!("{label:8} {n}");
+                    }
+                }
+                if !c.subject_consistent {
+                    println!(
+                        "the bundle's resources do not hash to its subject digest {}",
+                        c.subject_sha256
+                    );
+                }
+                println!(
+                    "{}: {} of {} signed files match",
+                    if c.all_match() { "ok" } else { "MISMATCH" },
+                    c.matching.len(),
+                    c.matching.len() + c.differing.len() + c.missing.len()
+                );
+            }
+            return Ok(if c.all_match() {
+                exit::SAME
+            } else {
+                exit::DIFFERENT
+            });
+        }
+    };
     let text = std::fs::read_to_string(&report)
         .with_context(|| format!("cannot read {}", report.display()))?;
     let json: serde_json::Value =

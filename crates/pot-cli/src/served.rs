@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use pot_formats::Model;
+use pot_formats::{Model, Tokenizer};
 use pot_orchestrator::ServedCandidate;
 use pot_served::{Api, Client, ClientOptions, ServedModel};
 
@@ -35,9 +35,11 @@ pub struct ServedArgs {
     /// and 5xx).
     #[arg(long, default_value_t = 120.0)]
     request_timeout: f64,
-    /// A model (GGUF file or Hugging Face directory) whose tokenizer is the reference's: needed
-    /// with --reference, since a fingerprint holds no tokenizer. Only its tokenizer is read.
-    #[arg(long, value_name = "MODEL")]
+    /// The reference's tokenizer, needed with --reference (a fingerprint holds no tokenizer):
+    /// a `tokenizer.json` (no model file at all; whether a BOS token leads is read from the
+    /// fingerprint's records), or a GGUF file / Hugging Face directory of which only the
+    /// tokenizer is read.
+    #[arg(long, value_name = "TOKENIZER")]
     tokenizer: Option<PathBuf>,
 }
 
@@ -77,9 +79,12 @@ pub fn candidate(
             anyhow!("--request-timeout must be between 0.1 and 86400 seconds"),
         ));
     }
-    let tokenizer = Model::open(tokenizer_model)
-        .and_then(|m| m.tokenizer())
-        .map_err(|e| exit::fail(exit::LOAD_FAILED, anyhow!(e)))?;
+    let tokenizer = if tokenizer_model.extension().is_some_and(|e| e == "json") {
+        Tokenizer::from_file(tokenizer_model, None)
+    } else {
+        Model::open(tokenizer_model).and_then(|m| m.tokenizer())
+    }
+    .map_err(|e| exit::fail(exit::LOAD_FAILED, anyhow!(e)))?;
     let options = ClientOptions {
         timeout: Duration::from_secs_f64(args.request_timeout),
         api_key: std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()),

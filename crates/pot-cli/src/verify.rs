@@ -229,7 +229,27 @@ fn error_code(e: &VerifyError) -> u8 {
 
 pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     let resources = args.resources.apply()?;
-    let mut served = served::candidate(&args.model2, args.model1.as_deref(), &args.served)?;
+    let mut served = match served::candidate(&args.model2, args.model1.as_deref(), &args.served) {
+        Ok(s) => s,
+        Err(failure) => {
+            // A server that cannot be used still leaves a report saying so.
+            if let Some(out) = &args.output {
+                let model1 = args
+                    .reference
+                    .as_ref()
+                    .or(args.model1.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let report = Report::failure(
+                    &model1,
+                    &args.model2.display().to_string(),
+                    &format!("{:#}", failure.error),
+                );
+                write_atomically(out, &serde_json::to_string_pretty(&report)?)?;
+            }
+            return Err(failure);
+        }
+    };
     let key = run_key(&args.key, args.output.as_deref())?;
 
     let tolerance = args.tolerance.unwrap_or(if served.is_some() {

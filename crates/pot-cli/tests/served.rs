@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::pot_env;
 use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
+use pot_formats::variants::{ATTENTION, Edit, write_variant};
 use serde_json::Value;
 
 /// A llama-cpp-python server, killed when dropped.
@@ -136,10 +137,51 @@ fn a_served_model_is_verified_through_its_server() {
         report["enhanced_diff"]["effect_size"]
     );
 
-    // The same through a saved fingerprint: no model is loaded locally at all; the tokenizer
-    // given with --tokenizer checks the server's tokens.
-    let fp = dir.path().join("smol.potfp").display().to_string();
+    // A modified SmolLM2 (rank-4 update of every attention projection, 10 % of each weight's
+    // norm; scores ~0.2 locally) as the reference: DIFFERENT through the server too.
     let smol_s = smol.display().to_string();
+    let variant = dir.path().join("lowrank");
+    let model = pot_formats::Model::open(&smol).unwrap();
+    let edit = Edit::LowRank {
+        targets: ATTENTION.iter().map(|s| s.to_string()).collect(),
+        rank: 4,
+        fraction: 0.10,
+    };
+    write_variant(&model, &variant, &edit, 7).unwrap();
+    let variant_s = variant.display().to_string();
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &variant_s,
+            "--model2",
+            &server.url,
+            "--served-api",
+            "llama-cpp-python",
+            "--mode",
+            "quick",
+            "--key-file",
+            &key,
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("DIFFERENT"), "{stdout}");
+    // Its tokenizer.json serves the fingerprint run below.
+    let tokenizer_json = dir.path().join("tokenizer.json");
+    std::fs::copy(variant.join("tokenizer.json"), &tokenizer_json).unwrap();
+    std::fs::remove_dir_all(&variant).unwrap();
+    let tokenizer_s = tokenizer_json.display().to_string();
+
+    // The same weights through a saved fingerprint: no model file is named or loaded; a
+    // tokenizer.json checks the server's tokens.
+    let fp = dir.path().join("smol.potfp").display().to_string();
     let out = pot_env(
         &[
             "fingerprint",
@@ -166,7 +208,7 @@ fn a_served_model_is_verified_through_its_server() {
             "--reference",
             &fp,
             "--tokenizer",
-            &smol_s,
+            &tokenizer_s,
             "--model2",
             &server.url,
             "--served-api",
@@ -232,7 +274,31 @@ fn a_served_model_is_verified_through_its_server() {
     );
     assert!(stdout.contains("DIFFERENT"), "{stdout}");
 
-    // A server that is not there: a clear error, not a hang or a panic.
+    // A model name the server does not serve: a usage error listing what it serves.
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol_s,
+            "--model2",
+            &server.url,
+            "--served-model",
+            "nope",
+            "--key-file",
+            &key,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("does not serve `nope`") && stderr.contains(SMOLLM2_135M),
+        "{stderr}"
+    );
+    drop(server);
+
+    // A server that is not there: a clear error and a report saying so, not a hang or a panic.
+    let failed = dir.path().join("down.json");
     let out = pot_env(
         &[
             "verify",
@@ -244,10 +310,20 @@ fn a_served_model_is_verified_through_its_server() {
             "2",
             "--key-file",
             &key,
+            "-o",
+            &failed.display().to_string(),
         ],
         &[],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains("cannot reach the server"), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&failed).unwrap()).unwrap();
+    assert_eq!(report["success"], false);
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the server")
+    );
 }

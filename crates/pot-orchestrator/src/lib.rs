@@ -406,7 +406,7 @@ fn served_pipeline(
     let commitment = challenge_stage.commitment();
     report.set_challenges(&commitment);
     let challenges = challenge_stage.challenges();
-    let tokenizer = &served.tokenizer;
+    let mut tokenizer = served.tokenizer.clone();
     report.served(served, &tokenizer.vocab_sha256());
     let mut run = QueryRun {
         opts,
@@ -430,15 +430,20 @@ fn served_pipeline(
                 ))
                 .into());
             }
+            // A bare tokenizer.json does not say whether the model adds a BOS token; the
+            // records do (and are checked against the result next).
+            if tokenizer.bos.is_none() {
+                tokenizer.bos = leading_bos(&fp, &challenges, &tokenizer);
+            }
             // Record ids are only looked up here, never used to index a model's output rows.
-            check_records(&fp, path, &challenges, usize::MAX, tokenizer)?;
+            check_records(&fp, path, &challenges, usize::MAX, &tokenizer)?;
             reference = Box::new(fp);
         }
         None => {
             progress(Progress::Stage("reading model 1"));
             side = open(&opts.model1)?;
             report.model1_identity(&side.config_sha256, &side.vocab_sha256);
-            if side.vocab_sha256 != tokenizer.vocab_sha256() {
+            if side.vocab_sha256 != served.tokenizer.vocab_sha256() {
                 return Err(VerifyError::Served(pot_served::ServedError::Config(
                     "the tokenizer used to check the server's tokens is not model 1's".into(),
                 )));
@@ -488,6 +493,18 @@ fn served_pipeline(
     report.timing("queries_s", run.started.elapsed().as_secs_f64());
     report.decide(run.test.outcome());
     Ok(())
+}
+
+/// The BOS id every record starts with before the challenge's own tokens, if they all do.
+fn leading_bos(fp: &Fingerprint, challenges: &[Challenge], tokenizer: &Tokenizer) -> Option<u32> {
+    let first = fp.records.first()?.token_ids.first().copied()?;
+    let all = fp.records.iter().zip(challenges).all(|(r, c)| {
+        r.token_ids.first() == Some(&first)
+            && tokenizer
+                .encode(&c.prompt)
+                .is_ok_and(|ids| ids.as_slice() == &r.token_ids[1..])
+    });
+    all.then_some(first)
 }
 
 /// Scores the first `n` challenges of `opts`'s run on both models without stopping early and

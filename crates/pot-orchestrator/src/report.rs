@@ -53,7 +53,7 @@ impl Report {
                 "fuzzy_hash": { "similarity": null, "match": null, "distance": null },
                 "tokenizer": { "model1_vocab_sha256": null, "model2_vocab_sha256": null, "verdict": null, "detail": null },
             },
-            "provenance": { "encoding": "stored", "model1_root": null, "model2_root": null, "identical_weights": null, "transcript_root": null },
+            "provenance": { "encoding": "stored", "model1_root": null, "model2_root": null, "model1_signing_root": null, "model2_signing_root": null, "identical_weights": null, "transcript_root": null },
             "trace": [],
             "timings_s": {},
             "memory": {
@@ -135,6 +135,7 @@ impl Report {
         let p = &mut self.value["provenance"];
         p["model1_root"] = json!(a.merkle_root);
         p["model2_root"] = json!(b.merkle_root);
+        signing_digests(p, Some(a), Some(b));
         self.identical_weights = a.identical_model(b);
         p["identical_weights"] = json!(self.identical_weights);
         let differing = a.differing_tensors(b);
@@ -181,6 +182,7 @@ impl Report {
     pub(crate) fn model1_evidence(&mut self, a: &WeightEvidence) {
         self.value["security"]["config_hash"]["hashes"] = json!([a.config, null]);
         self.value["provenance"]["model1_root"] = json!(a.merkle_root);
+        signing_digests(&mut self.value["provenance"], Some(a), None);
         self.value["provenance"]["identical_weights"] = Value::Null;
     }
 
@@ -191,6 +193,7 @@ impl Report {
         let p = &mut self.value["provenance"];
         p["model1_root"] = json!(root1);
         p["model2_root"] = json!(b.merkle_root);
+        signing_digests(p, None, Some(b));
         p["identical_weights"] = Value::Null;
     }
 
@@ -357,5 +360,24 @@ impl Report {
             "security": null,
             "peak_memory_gb": ProcessMemory::own().map(|m| m.peak_rss_bytes as f64 / 1e9),
         })
+    }
+}
+
+/// The OpenSSF model-signing roots of the models' files (what `model_signing` signs), beside the
+/// tensor roots; where one cannot be computed, why.
+fn signing_digests(p: &mut Value, a: Option<&WeightEvidence>, b: Option<&WeightEvidence>) {
+    let mut notes = Vec::new();
+    for (key, side) in [("model1_signing_root", a), ("model2_signing_root", b)] {
+        p[key] = match side.map(|s| &s.signing_root) {
+            Some(Ok(root)) => json!(root),
+            Some(Err(why)) => {
+                notes.push(format!("{key}: {why}"));
+                Value::Null
+            }
+            None => Value::Null,
+        };
+    }
+    if !notes.is_empty() {
+        p["signing_note"] = json!(notes.join("; "));
     }
 }

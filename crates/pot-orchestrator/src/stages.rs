@@ -165,6 +165,9 @@ pub struct WeightEvidence {
     pub merkle_root: String,
     /// The stored-tensor leaves behind the root, in name order: which tensors differ.
     pub leaves: Vec<TensorLeaf>,
+    /// The OpenSSF model-signing root over the model's files (`pot provenance digest`), or why
+    /// there is none (e.g. a symbolic link, which model_signing refuses).
+    pub signing_root: Result<String, String>,
 }
 
 impl WeightEvidence {
@@ -221,11 +224,17 @@ impl EvidenceStage for SecurityAndProvenance {
             encoding: TensorEncoding::Stored,
             leaves,
         };
+        // A second read of the files (config and tokenizer included), which is what
+        // model_signing signs; measured cost: docs/PROVENANCE.md.
+        let signing_root = pot_provenance::model_signing::manifest(model.path())
+            .map(|m| m.root_sha256)
+            .map_err(|e| e.to_string());
         Ok(WeightEvidence {
             config: ConfigHashes::of_model(model),
             fuzzy: fuzzy.finish(),
             merkle_root: tree.root(),
             leaves: tree.leaves,
+            signing_root,
         })
     }
 }

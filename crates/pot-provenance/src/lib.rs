@@ -2,6 +2,7 @@
 //! inclusion proofs (docs/PROVENANCE.md).
 
 pub mod merkle;
+pub mod model_signing;
 pub mod transcript;
 
 use pot_formats::{FormatError, Model, TensorInfo};

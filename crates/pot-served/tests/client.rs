@@ -86,5 +86,13 @@ fn busy_and_failing_servers_are_retried_then_reported() {
         .unwrap_err();
     assert!(err.to_string().contains("POT_API_KEY"), "{err}");
 
+    // A 200 that is not JSON (a proxy's HTML page, say) is an error naming it, not retried.
+    let (url, _) = scripted(vec![(200, "<html>gateway</html>")]);
+    let err = Client::new(&url, options(None))
+        .unwrap()
+        .get("/v1/models")
+        .unwrap_err();
+    assert!(err.to_string().contains("not JSON"), "{err}");
+
     assert!(Client::new("ftp://x", options(None)).is_err());
 }
