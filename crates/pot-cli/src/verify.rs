@@ -220,7 +220,9 @@ fn error_code(e: &VerifyError) -> u8 {
         // The server's tokens are not the reference's (beyond what decides DIFFERENT), or its
         // answers lack what pot reads: bad input, like an unreadable model.
         VerifyError::Served(
-            pot_served::ServedError::Tokens { .. } | pot_served::ServedError::Shape { .. },
+            pot_served::ServedError::Tokens { .. }
+            | pot_served::ServedError::Shape { .. }
+            | pot_served::ServedError::Misaligned { .. },
         ) => exit::LOAD_FAILED,
         VerifyError::Served(pot_served::ServedError::Config(_)) => exit::USAGE,
         _ => exit::RUNTIME,

@@ -295,6 +295,30 @@ fn a_served_model_is_verified_through_its_server() {
         stderr.contains("does not serve `nope`") && stderr.contains(SMOLLM2_135M),
         "{stderr}"
     );
+    // The wrong --served-api: llama-cpp-python's rows read with OpenAI's layout are one
+    // position late; caught on the first challenge, nothing scored.
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            &smol_s,
+            "--model2",
+            &server.url,
+            "--served-api",
+            "openai",
+            "--mode",
+            "quick",
+            "--key-file",
+            &key,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("one position off") && stderr.contains("--served-api"),
+        "{stderr}"
+    );
     drop(server);
 
     // A server that is not there: a clear error and a report saying so, not a hang or a panic.

@@ -483,7 +483,7 @@ fn served_pipeline(
     }
     progress(Progress::Stage("checking the server's tokens"));
     let first = reference.records(&challenges[..1])?;
-    if let Some(detail) = candidate.tokenizer_difference(&first[0])? {
+    if let Some(detail) = candidate.check_first(&first[0])? {
         report.tokenizer_mismatch(&detail);
         return Ok(());
     }

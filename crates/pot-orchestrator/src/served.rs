@@ -5,7 +5,7 @@
 use pot_challenge_kdf::Challenge;
 use pot_formats::Tokenizer;
 use pot_scoring::{ChallengeRecord, ChallengeScore, score::score_known};
-use pot_served::{Api, ServedError, ServedModel, TokenTexts, align};
+use pot_served::{Api, ServedError, ServedModel, ServedSequence, TokenTexts, align, alignment_fit};
 
 use crate::VerifyError;
 use crate::stages::CandidateStage;
@@ -47,11 +47,12 @@ impl<'a> ServedStage<'a> {
         }
     }
 
-    /// One challenge: the engine's log-probs, the token check, the score.
-    fn score_one(
+    /// The engine's answer for one record's challenge, and its own token ids where its API
+    /// needs a tokenize call for them.
+    fn fetch(
         &self,
         record: &ChallengeRecord,
-    ) -> Result<(ChallengeScore, usize, usize), VerifyError> {
+    ) -> Result<(ServedSequence, Option<Vec<u32>>), VerifyError> {
         let challenge = self
             .challenges
             .iter()
@@ -70,37 +71,69 @@ impl<'a> ServedStage<'a> {
             Api::LlamaCppPython => model.tokenize(&challenge.prompt)?,
             _ => None,
         };
-        let aligned = align(
+        Ok((served, server_ids))
+    }
+
+    fn align(
+        &self,
+        record: &ChallengeRecord,
+        served: &ServedSequence,
+        server_ids: Option<&[u32]>,
+    ) -> Result<pot_served::AlignedChallenge, ServedError> {
+        align(
             &record.challenge_id,
             &record.token_ids,
             record.first_scored,
             record.positions.len(),
-            &served,
-            server_ids.as_deref(),
+            served,
+            server_ids,
             &self.texts,
-        )?;
+        )
+    }
+
+    /// One challenge: the engine's log-probs, the token check, the score.
+    fn score_one(
+        &self,
+        record: &ChallengeRecord,
+    ) -> Result<(ChallengeScore, usize, usize), VerifyError> {
+        let (served, server_ids) = self.fetch(record)?;
+        let aligned = self.align(record, &served, server_ids.as_deref())?;
         let score = score_known(record, &aligned.known, &aligned.next)?;
         Ok((score, aligned.listed, aligned.unmapped))
     }
 
-    /// Checks the first challenge's tokens before the run: `Ok(Some(detail))` when the server's
-    /// tokenizer differs from the reference's beyond a leading BOS token (the models cannot be
-    /// the same), an error when only the BOS policy differs (a serving setting to fix).
-    pub fn tokenizer_difference(
-        &self,
-        first: &ChallengeRecord,
-    ) -> Result<Option<String>, VerifyError> {
-        match self.score_one(first) {
-            Ok(_) => Ok(None),
-            Err(VerifyError::Served(ServedError::Tokens { detail, .. }))
-                if !detail.contains("BOS") =>
-            {
-                Ok(Some(format!(
+    /// Checks the first challenge before the run. `Ok(Some(detail))` when the server's tokenizer
+    /// differs from the reference's beyond a leading BOS token (the models cannot be the same);
+    /// an error when only the BOS policy differs (a serving setting to fix), or when the rows
+    /// fit the reference clearly better one position off (the wrong `--served-api`: scoring them
+    /// would compare the wrong positions).
+    pub fn check_first(&self, first: &ChallengeRecord) -> Result<Option<String>, VerifyError> {
+        let (served, server_ids) = self.fetch(first)?;
+        match self.align(first, &served, server_ids.as_deref()) {
+            Ok(_) => {}
+            Err(ServedError::Tokens { detail, .. }) if !detail.contains("BOS") => {
+                return Ok(Some(format!(
                     "the server tokenizes the first challenge differently: {detail}"
-                )))
+                )));
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e.into()),
         }
+        let top1: Vec<u32> = first
+            .positions
+            .iter()
+            .map(|p| p.top.first().map_or(u32::MAX, |t| t.0))
+            .collect();
+        let fit = alignment_fit(&top1, first.first_scored, &served, &self.texts);
+        if fit.misaligned() {
+            return Err(VerifyError::Served(ServedError::Misaligned {
+                api: self.served.model.api.name().into(),
+                detail: format!(
+                    "top-1 agreement {:.2} where expected, {:.2} one earlier, {:.2} one later",
+                    fit.expected, fit.one_earlier, fit.one_later
+                ),
+            }));
+        }
+        Ok(None)
     }
 }
 

@@ -167,3 +167,57 @@ pub fn align(
     }
     Ok(out)
 }
+
+/// How well a server's rows fit the reference, read where they are expected and one position
+/// either side: the fraction of scored positions whose most likely known token is the
+/// reference's most likely token. Rows read at the wrong offset (an engine whose echo layout
+/// differs from the `--served-api` chosen) agree far less where expected than one position off.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlignmentFit {
+    pub expected: f64,
+    pub one_earlier: f64,
+    pub one_later: f64,
+}
+
+impl AlignmentFit {
+    /// Rows one position off fit clearly better than where they are expected: scoring them
+    /// would compare the wrong positions.
+    pub fn misaligned(&self) -> bool {
+        let off = self.one_earlier.max(self.one_later);
+        off >= 0.5 && off >= self.expected + 0.3
+    }
+}
+
+/// [`AlignmentFit`] of `served` against the reference's most likely token per scored position
+/// (`reference_top1[k]` for position `first_scored + k`).
+pub fn alignment_fit(
+    reference_top1: &[u32],
+    first_scored: usize,
+    served: &ServedSequence,
+    texts: &TokenTexts,
+) -> AlignmentFit {
+    let agreement = |offset: isize| -> f64 {
+        let mut hits = 0usize;
+        for (k, &want) in reference_top1.iter().enumerate() {
+            let j = (first_scored + k) as isize + offset;
+            let Some(Some(row)) = usize::try_from(j).ok().and_then(|j| served.rows.get(j)) else {
+                continue;
+            };
+            let best =
+                row.top
+                    .iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .and_then(|(t, _)| match t {
+                        ServedToken::Id(id) => Some(*id),
+                        ServedToken::Text(t) => texts.id(t),
+                    });
+            hits += usize::from(best == Some(want));
+        }
+        hits as f64 / reference_top1.len().max(1) as f64
+    };
+    AlignmentFit {
+        expected: agreement(0),
+        one_earlier: agreement(-1),
+        one_later: agreement(1),
+    }
+}

@@ -13,7 +13,7 @@ pub mod align;
 pub mod api;
 pub mod client;
 
-pub use align::{AlignedChallenge, TokenTexts, align};
+pub use align::{AlignedChallenge, AlignmentFit, TokenTexts, align, alignment_fit};
 pub use api::{Api, ServedRow, ServedSequence, ServedToken};
 pub use client::{Client, ClientOptions};
 
@@ -34,6 +34,12 @@ pub enum ServedError {
     Config(String),
     #[error("the server tokenized challenge {challenge} differently from the reference: {detail}")]
     Tokens { challenge: String, detail: String },
+    #[error(
+        "the server's log-probs fit the reference one position off ({detail}): the engine's echo \
+         layout is not the one --served-api {api} reads (llama-cpp-python's rows sit one entry \
+         early); choose the right --served-api"
+    )]
+    Misaligned { api: String, detail: String },
 }
 
 /// A model behind a server: where, which, how to ask, how many alternatives per position.

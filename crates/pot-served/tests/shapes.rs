@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use pot_formats::Model;
 use pot_formats::fixtures::{SMOLLM2_135M, model_path};
 use pot_served::api::{parse_completion, parse_sglang};
-use pot_served::{Api, ServedError, ServedToken, TokenTexts, align};
+use pot_served::{Api, ServedError, ServedToken, TokenTexts, align, alignment_fit};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -102,4 +102,21 @@ fn byte_pieces_that_share_a_text_are_left_out() {
     assert_eq!(texts.id(""), None);
     assert_eq!(texts.id(" Paris"), Some(7042));
     assert_eq!(texts.text(7042), Some(" Paris"));
+}
+
+#[test]
+fn rows_read_one_position_off_are_caught() {
+    let (texts, _) = smollm2_texts();
+    let v = fixture("llama-cpp-python-completion.json");
+    // The reference's most likely next tokens after "The capital", " of", " France", " is".
+    let top1 = [282, 260, 314, 7042];
+    let right = parse_completion(&v, Api::LlamaCppPython, "fixture").unwrap();
+    let fit = alignment_fit(&top1, 1, &right, &texts);
+    assert_eq!(fit.expected, 1.0);
+    assert!(!fit.misaligned(), "{fit:?}");
+    // The same response read with OpenAI's layout: every row one position late.
+    let wrong = parse_completion(&v, Api::OpenAi, "fixture").unwrap();
+    let fit = alignment_fit(&top1, 1, &wrong, &texts);
+    assert!(fit.misaligned(), "{fit:?}");
+    assert_eq!(fit.one_earlier, 1.0);
 }
