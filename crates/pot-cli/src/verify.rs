@@ -74,6 +74,17 @@ pub struct VerifyArgs {
     progress: String,
 }
 
+impl VerifyArgs {
+    /// Model 1 as a failure report names it: the fingerprint or the model path given.
+    fn model1_label(&self) -> String {
+        self.reference
+            .as_ref()
+            .or(self.model1.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// A backend that this build of pot can run: one not compiled in is a usage error, reported
 /// before any model is opened.
 fn parse_backend(name: &str) -> Result<Backend, String> {
@@ -236,14 +247,8 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         Err(failure) => {
             // A server that cannot be used still leaves a report saying so.
             if let Some(out) = &args.output {
-                let model1 = args
-                    .reference
-                    .as_ref()
-                    .or(args.model1.as_ref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
                 let report = Report::failure(
-                    &model1,
+                    &args.model1_label(),
                     &args.model2.display().to_string(),
                     &format!("{:#}", failure.error),
                 );
@@ -316,14 +321,12 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         ),
         Err(e) => {
             let code = error_code(e);
-            let model1 = args
-                .reference
-                .as_ref()
-                .or(args.model1.as_ref())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
             (
-                Report::failure(&model1, &args.model2.display().to_string(), &e.to_string()),
+                Report::failure(
+                    &args.model1_label(),
+                    &args.model2.display().to_string(),
+                    &e.to_string(),
+                ),
                 code,
             )
         }

@@ -18,6 +18,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Signs `model` with model_signing itself into `bundle`; what it signed (root, per-file).
+fn sign(python: &Path, model: &Path, bundle: &Path) -> Value {
+    let out = std::process::Command::new(python)
+        .arg(fixtures().join("provenance/model_signing_sign.py"))
+        .arg(model)
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_model_signing_digest_is_the_ecosystems() {
     let Some(python) = common::python_with("model_signing, OpenSSL") else {
@@ -28,11 +48,13 @@ fn the_model_signing_digest_is_the_ecosystems() {
     };
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny-llama");
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     // A real (tiny) transformers-saved model, plus files that test the rules: a subdirectory
     // ordered by path components ("a/x" before "a.txt", unlike plain string order) and the git
     // files model_signing ignores.
-    copy_dir(&fixtures.join("transformers-parity/llama-default"), &model);
+    copy_dir(
+        &fixtures().join("transformers-parity/llama-default"),
+        &model,
+    );
     std::fs::create_dir_all(model.join("a")).unwrap();
     std::fs::write(model.join("a/x"), "x").unwrap();
     std::fs::write(model.join("a.txt"), "t").unwrap();
@@ -41,18 +63,7 @@ fn the_model_signing_digest_is_the_ecosystems() {
     std::fs::write(model.join(".gitattributes"), "*.safetensors lfs").unwrap();
 
     let bundle = dir.path().join("model.sig");
-    let out = std::process::Command::new(&python)
-        .arg(fixtures.join("provenance/model_signing_sign.py"))
-        .arg(&model)
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = sign(&python, &model, &bundle);
 
     let out = pot(&[
         "provenance",
@@ -89,19 +100,7 @@ fn the_model_signing_digest_is_the_ecosystems() {
 
     // A single-file model (a GGUF, say) is one item named ".".
     let single = model.join("model.safetensors");
-    let single_sig = dir.path().join("single.sig");
-    let out = std::process::Command::new(&python)
-        .arg(fixtures.join("provenance/model_signing_sign.py"))
-        .arg(&single)
-        .arg(&single_sig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs_single: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs_single = sign(&python, &single, &dir.path().join("single.sig"));
     let out = pot(&[
         "provenance",
         "digest",

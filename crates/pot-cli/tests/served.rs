@@ -8,7 +8,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pot_env;
@@ -67,6 +67,30 @@ fn start_server(python: &Path, model: &Path, log: &Path) -> Server {
     server
 }
 
+/// `pot verify` in QUICK mode against `server` through `api`, with the run's key; `args` name
+/// the reference and any other flags.
+fn verify_served(
+    server: &Server,
+    key: &str,
+    api: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut all = vec![
+        "verify",
+        "--model2",
+        &server.url,
+        "--served-api",
+        api,
+        "--mode",
+        "quick",
+        "--key-file",
+        key,
+    ];
+    all.extend_from_slice(args);
+    pot_env(&all, env)
+}
+
 fn key_file(dir: &Path) -> String {
     let path = dir.join("k.key");
     std::fs::write(&path, "5e".repeat(32)).unwrap();
@@ -87,19 +111,13 @@ fn a_served_model_is_verified_through_its_server() {
     let key = key_file(dir.path());
     let secret = "pot-test-secret-api-key-7d1e";
     let out_path = dir.path().join("r.json");
-    let out = pot_env(
+    let out = verify_served(
+        &server,
+        &key,
+        "llama-cpp-python",
         &[
-            "verify",
             "--model1",
             &smol.display().to_string(),
-            "--model2",
-            &server.url,
-            "--served-api",
-            "llama-cpp-python",
-            "--mode",
-            "quick",
-            "--key-file",
-            &key,
             "-o",
             &out_path.display().to_string(),
         ],
@@ -149,20 +167,11 @@ fn a_served_model_is_verified_through_its_server() {
     };
     write_variant(&model, &variant, &edit, 7).unwrap();
     let variant_s = variant.display().to_string();
-    let out = pot_env(
-        &[
-            "verify",
-            "--model1",
-            &variant_s,
-            "--model2",
-            &server.url,
-            "--served-api",
-            "llama-cpp-python",
-            "--mode",
-            "quick",
-            "--key-file",
-            &key,
-        ],
+    let out = verify_served(
+        &server,
+        &key,
+        "llama-cpp-python",
+        &["--model1", &variant_s],
         &[],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -202,21 +211,15 @@ fn a_served_model_is_verified_through_its_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = pot_env(
+    let out = verify_served(
+        &server,
+        &key,
+        "llama-cpp-python",
         &[
-            "verify",
             "--reference",
             &fp,
             "--tokenizer",
             &tokenizer_s,
-            "--model2",
-            &server.url,
-            "--served-api",
-            "llama-cpp-python",
-            "--mode",
-            "quick",
-            "--key-file",
-            &key,
             "--run-id",
             "served",
         ],
@@ -249,22 +252,7 @@ fn a_served_model_is_verified_through_its_server() {
     // Another model as the reference: the server's tokens are not its tokens, so the models
     // cannot be the same, and nothing is scored.
     let qwen = model_path(QWEN_CODER_05B).display().to_string();
-    let out = pot_env(
-        &[
-            "verify",
-            "--model1",
-            &qwen,
-            "--model2",
-            &server.url,
-            "--served-api",
-            "llama-cpp-python",
-            "--mode",
-            "quick",
-            "--key-file",
-            &key,
-        ],
-        &[],
-    );
+    let out = verify_served(&server, &key, "llama-cpp-python", &["--model1", &qwen], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -297,22 +285,7 @@ fn a_served_model_is_verified_through_its_server() {
     );
     // The wrong --served-api: llama-cpp-python's rows read with OpenAI's layout are one
     // position late; caught on the first challenge, nothing scored.
-    let out = pot_env(
-        &[
-            "verify",
-            "--model1",
-            &smol_s,
-            "--model2",
-            &server.url,
-            "--served-api",
-            "openai",
-            "--mode",
-            "quick",
-            "--key-file",
-            &key,
-        ],
-        &[],
-    );
+    let out = verify_served(&server, &key, "openai", &["--model1", &smol_s], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(

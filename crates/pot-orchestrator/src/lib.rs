@@ -259,13 +259,6 @@ fn pipeline(
     monitor: &Monitor,
     progress: &mut impl FnMut(Progress),
 ) -> Result<(), VerifyError> {
-    if let Some(served) = &opts.served {
-        return served_pipeline(opts, served, report, monitor, progress);
-    }
-    let limits = &opts.resources.limits;
-    let system = SystemMemory::read();
-    progress(Progress::Stage("reading models"));
-    let candidate = open(&opts.model2)?;
     let challenge_stage = KdfChallenges {
         key: &opts.key,
         spec: ChallengeSpec::new(opts.run_id.clone(), opts.mode.n_max),
@@ -273,6 +266,21 @@ fn pipeline(
     let commitment = challenge_stage.commitment();
     report.set_challenges(&commitment);
     let challenges = challenge_stage.challenges();
+    if let Some(served) = &opts.served {
+        return served_pipeline(
+            opts,
+            served,
+            &commitment,
+            &challenges,
+            report,
+            monitor,
+            progress,
+        );
+    }
+    let limits = &opts.resources.limits;
+    let system = SystemMemory::read();
+    progress(Progress::Stage("reading models"));
+    let candidate = open(&opts.model2)?;
     let work = workload(&candidate.tokenizer, &challenges, opts.batch_size)?;
     let plan2 = plan(&candidate.model.description(), limits, &work, system)?;
 
@@ -395,34 +403,29 @@ fn pipeline(
 fn served_pipeline(
     opts: &VerifyOptions,
     served: &ServedCandidate,
+    commitment: &Commitment,
+    challenges: &[Challenge],
     report: &mut Report,
     monitor: &Monitor,
     progress: &mut impl FnMut(Progress),
 ) -> Result<(), VerifyError> {
-    let challenge_stage = KdfChallenges {
-        key: &opts.key,
-        spec: ChallengeSpec::new(opts.run_id.clone(), opts.mode.n_max),
-    };
-    let commitment = challenge_stage.commitment();
-    report.set_challenges(&commitment);
-    let challenges = challenge_stage.challenges();
     let mut tokenizer = served.tokenizer.clone();
     report.served(served, &tokenizer.vocab_sha256());
     let mut run = QueryRun {
         opts,
-        challenges: &challenges,
+        challenges,
         test: sequential_test(&opts.mode, opts.method)?,
         monitor,
         started: Instant::now(),
     };
-    let mut candidate = served::ServedStage::new(served, &challenges);
+    let mut candidate = served::ServedStage::new(served, challenges);
     let side;
     let mut reference: Box<dyn ReferenceStage + '_>;
     match &opts.reference {
         Some(path) => {
             let fp = Fingerprint::load(path, &opts.key)?;
             report.model1_identity(&fp.header.config_sha256, &fp.header.vocab_sha256);
-            check_reference(&fp, &commitment)?;
+            check_reference(&fp, commitment)?;
             if fp.header.vocab_sha256 != tokenizer.vocab_sha256() {
                 return Err(ScoringError::from(FingerprintError::Mismatch(
                     "the tokenizer given with --tokenizer is not the one the fingerprint was                      made with (vocabulary digests differ); pass model 1's tokenizer"
@@ -433,10 +436,10 @@ fn served_pipeline(
             // A bare tokenizer.json does not say whether the model adds a BOS token; the
             // records do (and are checked against the result next).
             if tokenizer.bos.is_none() {
-                tokenizer.bos = leading_bos(&fp, &challenges, &tokenizer);
+                tokenizer.bos = leading_bos(&fp, challenges, &tokenizer);
             }
             // Record ids are only looked up here, never used to index a model's output rows.
-            check_records(&fp, path, &challenges, usize::MAX, &tokenizer)?;
+            check_records(&fp, path, challenges, usize::MAX, &tokenizer)?;
             reference = Box::new(fp);
         }
         None => {
@@ -448,7 +451,7 @@ fn served_pipeline(
                     "the tokenizer used to check the server's tokens is not model 1's".into(),
                 )));
             }
-            let work = workload(&side.tokenizer, &challenges, opts.batch_size)?;
+            let work = workload(&side.tokenizer, challenges, opts.batch_size)?;
             let plan1 = plan(
                 &side.model.description(),
                 &opts.resources.limits,
@@ -467,7 +470,7 @@ fn served_pipeline(
                 check_monitor(monitor)?;
             }
             progress(Progress::Stage("loading model 1"));
-            let header1 = header_for(&side, &opts.run_id, &commitment, None);
+            let header1 = header_for(&side, &opts.run_id, commitment, None);
             reference = Box::new(
                 LiveModel::load(
                     &side.model,

@@ -2,6 +2,8 @@
 //! usual (a live model 1 or a saved fingerprint), the candidate's log-probs come from the
 //! engine, a batch of challenges at a time with up to `concurrency` requests in flight.
 
+use std::sync::Mutex;
+
 use pot_challenge_kdf::Challenge;
 use pot_formats::Tokenizer;
 use pot_scoring::{ChallengeRecord, ChallengeScore, score::score_known};
@@ -35,7 +37,13 @@ pub(crate) struct ServedStage<'a> {
     challenges: &'a [Challenge],
     texts: TokenTexts,
     pub stats: AlignmentStats,
+    /// The answer fetched by [`ServedStage::check_first`], used again by the first batch
+    /// instead of asking the server twice (a request can take tens of seconds).
+    checked: Mutex<Option<(u64, Fetched)>>,
 }
+
+/// A server's answer for one challenge and its token ids where a tokenize call gave them.
+type Fetched = (ServedSequence, Option<Vec<u32>>);
 
 impl<'a> ServedStage<'a> {
     pub fn new(served: &'a ServedCandidate, challenges: &'a [Challenge]) -> Self {
@@ -44,15 +52,22 @@ impl<'a> ServedStage<'a> {
             served,
             challenges,
             stats: AlignmentStats::default(),
+            checked: Mutex::new(None),
         }
     }
 
     /// The engine's answer for one record's challenge, and its own token ids where its API
     /// needs a tokenize call for them.
-    fn fetch(
-        &self,
-        record: &ChallengeRecord,
-    ) -> Result<(ServedSequence, Option<Vec<u32>>), VerifyError> {
+    fn fetch(&self, record: &ChallengeRecord) -> Result<Fetched, VerifyError> {
+        {
+            let mut checked = self.checked.lock().expect("not poisoned");
+            if checked
+                .as_ref()
+                .is_some_and(|(index, _)| *index == record.index)
+            {
+                return Ok(checked.take().expect("present").1);
+            }
+        }
         let challenge = self
             .challenges
             .iter()
@@ -111,7 +126,11 @@ impl<'a> ServedStage<'a> {
         let (served, server_ids) = self.fetch(first)?;
         match self.align(first, &served, server_ids.as_deref()) {
             Ok(_) => {}
-            Err(ServedError::Tokens { detail, .. }) if !detail.contains("BOS") => {
+            Err(ServedError::Tokens {
+                detail,
+                leading_token_only: false,
+                ..
+            }) => {
                 return Ok(Some(format!(
                     "the server tokenizes the first challenge differently: {detail}"
                 )));
@@ -133,6 +152,7 @@ impl<'a> ServedStage<'a> {
                 ),
             }));
         }
+        *self.checked.lock().expect("not poisoned") = Some((first.index, (served, server_ids)));
         Ok(None)
     }
 }

@@ -82,47 +82,60 @@ pub fn align(
     server_ids: Option<&[u32]>,
     texts: &TokenTexts,
 ) -> Result<AlignedChallenge, ServedError> {
-    let mismatch = |detail: String| ServedError::Tokens {
-        challenge: challenge.to_string(),
-        detail,
-    };
     let show = |id: u32| format!("{id} {:?}", texts.text(id).unwrap_or("?"));
+    // Ids from a tokenize endpoint are compared first; the texts must agree too.
+    let same_id = |a: &u32, b: &u32| a == b;
+    let same_token = |theirs: &ServedToken, ours: &u32| match theirs {
+        ServedToken::Id(id) => id == ours,
+        ServedToken::Text(t) => texts.text(*ours) == Some(t.as_str()),
+    };
     if let Some(ids) = server_ids
         && ids != token_ids
     {
         let at = ids.iter().zip(token_ids).position(|(a, b)| a != b);
-        return Err(mismatch(match at {
-            Some(i) => format!(
-                "token {i} is {} on the server and {} in pot",
-                ids[i],
-                show(token_ids[i])
-            ),
-            None => format!(
-                "{} tokens on the server, {} in pot (a BOS token added or missing?)",
-                ids.len(),
-                token_ids.len()
-            ),
-        }));
+        return Err(tokens_differ(
+            challenge,
+            ids,
+            token_ids,
+            same_id,
+            match at {
+                Some(i) => format!(
+                    "token {i} is {} on the server and {} in pot",
+                    ids[i],
+                    show(token_ids[i])
+                ),
+                None => format!(
+                    "{} tokens on the server, {} in pot",
+                    ids.len(),
+                    token_ids.len()
+                ),
+            },
+        ));
     }
-    if served.tokens.len() != token_ids.len() {
-        return Err(mismatch(format!(
-            "{} tokens on the server, {} in pot (a BOS token added or missing?)",
-            served.tokens.len(),
-            token_ids.len()
-        )));
-    }
-    for (i, (theirs, &ours)) in served.tokens.iter().zip(token_ids).enumerate() {
-        let same = match theirs {
-            ServedToken::Id(id) => *id == ours,
-            // Ids from a tokenize endpoint were compared above; the texts must agree too.
-            ServedToken::Text(t) => texts.text(ours) == Some(t.as_str()),
-        };
-        if !same {
-            return Err(mismatch(format!(
-                "token {i} is {theirs:?} on the server and {} in pot",
-                show(ours)
-            )));
-        }
+    let at = served
+        .tokens
+        .iter()
+        .zip(token_ids)
+        .position(|(theirs, ours)| !same_token(theirs, ours));
+    if at.is_some() || served.tokens.len() != token_ids.len() {
+        return Err(tokens_differ(
+            challenge,
+            &served.tokens,
+            token_ids,
+            same_token,
+            match at {
+                Some(i) => format!(
+                    "token {i} is {:?} on the server and {} in pot",
+                    served.tokens[i],
+                    show(token_ids[i])
+                ),
+                None => format!(
+                    "{} tokens on the server, {} in pot",
+                    served.tokens.len(),
+                    token_ids.len()
+                ),
+            },
+        ));
     }
     let vocab = texts.vocab_size();
     let mut out = AlignedChallenge {
@@ -185,6 +198,29 @@ impl AlignmentFit {
     pub fn misaligned(&self) -> bool {
         let off = self.one_earlier.max(self.one_later);
         off >= 0.5 && off >= self.expected + 0.3
+    }
+}
+
+/// The error for a server whose tokens are not pot's, saying whether they are pot's with one
+/// extra or one missing leading token (a BOS policy: a serving setting, not another tokenizer).
+fn tokens_differ<T>(
+    challenge: &str,
+    theirs: &[T],
+    ours: &[u32],
+    same: impl Fn(&T, &u32) -> bool,
+    detail: String,
+) -> ServedError {
+    let equal = |a: &[T], b: &[u32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y));
+    let leading_token_only = (theirs.len() == ours.len() + 1 && equal(&theirs[1..], ours))
+        || (ours.len() == theirs.len() + 1 && equal(theirs, &ours[1..]));
+    ServedError::Tokens {
+        challenge: challenge.to_string(),
+        detail: if leading_token_only {
+            format!("{detail} (only a leading BOS token differs: the server's BOS setting)")
+        } else {
+            detail
+        },
+        leading_token_only,
     }
 }
 

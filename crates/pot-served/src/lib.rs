@@ -33,7 +33,12 @@ pub enum ServedError {
     #[error("{0}")]
     Config(String),
     #[error("the server tokenized challenge {challenge} differently from the reference: {detail}")]
-    Tokens { challenge: String, detail: String },
+    Tokens {
+        challenge: String,
+        detail: String,
+        /// Only a leading token differs (the BOS policy), not the tokenizer.
+        leading_token_only: bool,
+    },
     #[error(
         "the server's log-probs fit the reference one position off ({detail}): the engine's echo \
          layout is not the one --served-api {api} reads (llama-cpp-python's rows sit one entry \
