@@ -5,7 +5,9 @@ mod decide;
 mod exit;
 mod models;
 mod monitor;
+mod plan;
 mod provenance;
+mod report;
 mod resources;
 mod served;
 mod verify;
@@ -35,6 +37,9 @@ enum Command {
     Decide(decide::DecideArgs),
     /// Convert a model (GGUF or HF directory) to a Hugging Face safetensors directory.
     Convert(models::ConvertArgs),
+    /// What verifying a model needs on this machine (memory per strategy, flags, time per
+    /// query), from a model, a config.json or a shape, before loading or downloading it.
+    Plan(plan::PlanArgs),
     /// Describe a model without loading its weights.
     Inspect(models::InspectArgs),
     /// Verify whether two models (or a model and a saved fingerprint) are the same model.
@@ -46,6 +51,8 @@ enum Command {
     Fingerprint(verify::FingerprintArgs),
     /// Tensor Merkle trees: root, inclusion proof, proof check, diff of two models.
     Merkle(provenance::MerkleArgs),
+    /// Read a saved JSON report back: its summary, and the HTML page (`--html`).
+    Report(report::ReportArgs),
     /// Check a report's query transcript against its Merkle root.
     Provenance(provenance::ProvenanceArgs),
     /// Watch system memory and guard one pot process (SIGTERM at the kill threshold).
@@ -67,10 +74,12 @@ fn main() -> ExitCode {
         Command::Decide(args) => decide::run(args),
         Command::Convert(args) => models::convert_cmd(args),
         Command::Inspect(args) => models::inspect_cmd(args),
+        Command::Plan(args) => plan::plan_cmd(args),
         Command::Verify(args) => verify::verify_cmd(args),
         Command::Fingerprint(args) => verify::fingerprint_cmd(args),
         Command::Calibrate(args) => verify::calibrate_cmd(args),
         Command::Merkle(args) => provenance::merkle_cmd(args),
+        Command::Report(args) => report::report_cmd(args),
         Command::Provenance(args) => provenance::provenance_cmd(args),
         Command::Monitor(args) => monitor::monitor_cmd(args),
     };

@@ -10,7 +10,7 @@ use pot_orchestrator::{
     Progress, Report, VerifyError, VerifyOptions, fingerprint_model, score_stream, verify,
 };
 use pot_scoring::Backend;
-use pot_stats::{Method, Mode, Tolerance, Verdict};
+use pot_stats::{Method, Mode, Tolerance};
 
 use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
@@ -56,6 +56,11 @@ pub struct VerifyArgs {
     /// nor a report, verify refuses.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page (verdict, confidence sequence,
+    /// per-challenge scores, evidence, memory over time; opens offline). `pot report R.json
+    /// --html P` draws the same page from a saved report.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
     /// Compute backend: flex (CPU, default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex", value_parser = parse_backend)]
     backend: Backend,
@@ -75,6 +80,17 @@ pub struct VerifyArgs {
 }
 
 impl VerifyArgs {
+    /// Writes the report where asked: JSON (`-o`) and HTML (`--html`), each atomically.
+    fn write_reports(&self, json: &serde_json::Value) -> anyhow::Result<()> {
+        if let Some(out) = &self.output {
+            write_atomically(out, &serde_json::to_string_pretty(json)?)?;
+        }
+        if let Some(out) = &self.html {
+            write_atomically(out, &pot_report::html(json))?;
+        }
+        Ok(())
+    }
+
     /// Model 1 as a failure report names it: the fingerprint or the model path given.
     fn model1_label(&self) -> String {
         self.reference
@@ -246,14 +262,11 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         Ok(s) => s,
         Err(failure) => {
             // A server that cannot be used still leaves a report saying so.
-            if let Some(out) = &args.output {
-                let report = Report::failure(
-                    &args.model1_label(),
-                    &args.model2.display().to_string(),
-                    &format!("{:#}", failure.error),
-                );
-                write_atomically(out, &serde_json::to_string_pretty(&report)?)?;
-            }
+            args.write_reports(&Report::failure(
+                &args.model1_label(),
+                &args.model2.display().to_string(),
+                &format!("{:#}", failure.error),
+            ))?;
             return Err(failure);
         }
     };
@@ -333,17 +346,11 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     };
     // A report that cannot be written must not hide the verdict: print it first, then fail
     // with the write error (exit 6, not a usage error).
-    let written = args.output.as_ref().map(|out| {
-        write_atomically(
-            out,
-            &serde_json::to_string_pretty(&json).map_err(|e| anyhow!(e))?,
-        )
-    });
-    if let Some(Err(e)) = written {
+    if let Err(e) = args.write_reports(&json) {
         if let Ok(report) = &result
             && !report.memory_aborted()
         {
-            print_summary(report.json(), report.final_decision());
+            print_summary(report.json());
         }
         return Err(exit::fail(
             exit::RUNTIME,
@@ -366,69 +373,16 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
                 ),
             ));
         }
-        Ok(report) => print_summary(report.json(), report.final_decision()),
+        Ok(report) => print_summary(report.json()),
         Err(e) => return Err(exit::fail(code, anyhow!(e))),
     }
     Ok(code)
 }
 
-fn print_summary(r: &serde_json::Value, verdict: Verdict) {
-    println!("{verdict}: {}", r["model1"].as_str().unwrap_or("?"));
-    println!("     vs {}", r["model2"].as_str().unwrap_or("?"));
-    if let Some(reason) = r["reason"].as_str() {
-        println!("{reason}");
+fn print_summary(r: &serde_json::Value) {
+    for line in pot_report::summary(r) {
+        println!("{line}");
     }
-    let d = &r["enhanced_diff"];
-    if d.is_object() {
-        println!(
-            "confidence {} | queries {} | effect size {:.5} | interval [{:.5}, {:.5}]",
-            d["confidence"],
-            d["n_effective"],
-            d["effect_size"].as_f64().unwrap_or(f64::NAN),
-            d["ci_lower"].as_f64().unwrap_or(f64::NAN),
-            d["ci_upper"].as_f64().unwrap_or(f64::NAN)
-        );
-    }
-    if d.is_object() {
-        println!(
-            "tolerance {} ({}), scores clipped at {}",
-            d["gamma"],
-            d["tolerance"].as_str().unwrap_or("?"),
-            d["clip"]
-        );
-    }
-    let p = &r["provenance"];
-    let diff = &p["differing_tensors"];
-    if let (Some(count), Some(total)) = (diff["count"].as_u64(), diff["total"].as_u64()) {
-        if count == 0 && p["identical_weights"] == true {
-            println!("weights: identical ({total} tensors, same architecture)");
-        } else if count == 0 {
-            println!("weights: identical tensors, different architecture hashes");
-        } else {
-            let names: Vec<&str> = diff["first"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            let more = if count as usize > names.len() {
-                ", ..."
-            } else {
-                ""
-            };
-            println!(
-                "weights: {count} of {total} stored tensors differ: {}{more}",
-                names.join(", ")
-            );
-        }
-    }
-    println!(
-        "config hash match {} | tokenizer {} | peak memory {:.2} GB | {:.1} s",
-        r["security"]["config_hash"]["match"],
-        r["security"]["tokenizer"]["verdict"]
-            .as_str()
-            .unwrap_or("?"),
-        r["peak_memory_gb"].as_f64().unwrap_or(f64::NAN),
-        r["timings_s"]["total"].as_f64().unwrap_or(f64::NAN)
-    );
 }
 
 #[derive(Args)]

@@ -32,14 +32,16 @@ fn path_of(name: &str) -> String {
     model_path(name).display().to_string()
 }
 
-/// Runs `pot verify` with `args` plus a fixed key and report file; returns exit code and report.
+/// Runs `pot verify` with `args` plus a fixed key, report file and HTML page; returns exit code
+/// and report. The page is checked in a headless browser where one exists.
 fn verify(dir: &Path, args: &[&str]) -> (Option<i32>, Value) {
     let report = dir.join("report.json");
+    let page = dir.join("report.html");
     let key = key_file(dir);
     let mut all = vec!["verify", "--key-file", &key, "-q"];
-    let report_arg = report.display().to_string();
+    let (report_arg, page_arg) = (report.display().to_string(), page.display().to_string());
     all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", &report_arg]);
+    all.extend_from_slice(&["-o", &report_arg, "--html", &page_arg]);
     let out = pot(&all);
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
         panic!(
@@ -50,7 +52,68 @@ fn verify(dir: &Path, args: &[&str]) -> (Option<i32>, Value) {
     let value: Value = serde_json::from_str(&text).unwrap();
     let errors = validate_report(&value);
     assert!(errors.is_empty(), "report violates the schema: {errors:#?}");
+    check_page(&page, &value);
     (out.status.code(), value)
+}
+
+/// The HTML page of a report: self-contained (no reference to any other resource), showing the
+/// verdict and the summary `pot verify` printed, the same page `pot report --html` draws from
+/// the JSON, and, in headless Chromium, rendered with no console message.
+fn check_page(page: &Path, report: &Value) {
+    let html = std::fs::read_to_string(page).expect("--html wrote the page");
+    for external in ["src=", "href=", "url(", "@import", "<script", "<link"] {
+        assert!(!html.contains(external), "the page refers to `{external}`");
+    }
+    let verdict = report["final_decision"].as_str().unwrap();
+    assert!(html.contains(&format!("class=\"verdict {verdict}\"")));
+    let redrawn = page.with_extension("redrawn.html");
+    let out = pot(&[
+        "report",
+        &page.with_extension("json").display().to_string(),
+        "--html",
+        &redrawn.display().to_string(),
+    ]);
+    let expected_code = match verdict {
+        "SAME" => 0,
+        "DIFFERENT" => 1,
+        _ => 3,
+    };
+    assert_eq!(out.status.code(), Some(expected_code));
+    assert_eq!(std::fs::read_to_string(&redrawn).unwrap(), html);
+    if report["trace"].as_array().is_some_and(|t| !t.is_empty()) {
+        assert!(html.contains("aria-label=\"confidence sequence over queries\""));
+    }
+    let Some(browser) = common::browser() else {
+        eprintln!(
+            "skipping the browser check of {}: no chromium here (apt-get install chromium)",
+            page.display()
+        );
+        return;
+    };
+    let console = common::screenshot(&browser, page, &page.with_extension("png"));
+    assert!(console.is_empty(), "console messages: {console:#?}");
+}
+
+/// The browser check above can fail: a page that logs to the console is seen.
+#[test]
+fn the_browser_check_sees_console_messages() {
+    let Some(browser) = common::browser() else {
+        eprintln!("skipping: no chromium here (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("bad.html");
+    let filler = "<p>filler text so the screenshot has content</p>".repeat(200);
+    std::fs::write(
+        &page,
+        format!("<html><body>{filler}<script>console.error('boom-42')</script></body></html>"),
+    )
+    .unwrap();
+    let console = common::screenshot(&browser, &page, &dir.path().join("bad.png"));
+    assert!(
+        console.iter().any(|l| l.contains("boom-42")),
+        "{console:#?}"
+    );
 }
 
 fn snapshot(name: &str, report: &Value) {
@@ -64,6 +127,9 @@ fn snapshot(name: &str, report: &Value) {
         ".memory.events[].rss_bytes" => "[measured]",
         ".memory.events[].system_used_percent" => "[measured]",
         ".memory.samples" => "[count]",
+        ".memory.series" => "[measured]",
+        ".trace[].mean" => insta::rounded_redaction(4),
+        ".trace[].mean_clipped" => insta::rounded_redaction(4),
         ".memory.peak_rss_bytes" => "[measured]",
         ".memory.plan.*.budget_bytes" => "[machine]",
         ".memory.plan.*.available_bytes" => "[machine]",
@@ -193,6 +259,30 @@ fn golden_report_smollm2_against_a_low_rank_update_is_different() {
     );
     assert_eq!(diff["first"][0], "model.layers.0.self_attn.k_proj.weight");
     snapshot("smollm2_vs_low_rank_update", &r);
+
+    // The same pair against a tolerance at its own mean score (0.0390 over these 48 challenges,
+    // `pot calibrate -n 48 --run-id verify` with this key): the interval straddles γ until the
+    // cap, UNDECIDED, and the report (and its page) shows why.
+    let (code, r) = verify(
+        dir.path(),
+        &[
+            "--model1",
+            &reference.display().to_string(),
+            "--model2",
+            &variant.display().to_string(),
+            "--mode",
+            "quick",
+            "--tolerance",
+            "0.039",
+        ],
+    );
+    assert_eq!(code, Some(3));
+    assert_eq!(decision(&r), ("UNDECIDED", &Value::from(48)));
+    let (lower, upper) = (
+        r["enhanced_diff"]["ci_lower"].as_f64().unwrap(),
+        r["enhanced_diff"]["ci_upper"].as_f64().unwrap(),
+    );
+    assert!(lower < 0.039 && 0.039 < upper, "[{lower}, {upper}]");
 }
 
 #[test]

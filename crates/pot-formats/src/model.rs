@@ -496,14 +496,59 @@ pub struct ModelDescription {
 
 impl ModelDescription {
     fn new(model: &Model) -> Self {
+        let tensors = model
+            .tensors()
+            .map(|t| (t.name.as_str(), t.dtype.name(), t.elements()));
+        Self::from_tensors(
+            model.path.clone(),
+            model.format,
+            &model.config,
+            model.file_bytes,
+            tensors,
+        )
+    }
+
+    /// The description of a model known only by its config (a config.json without weights, or
+    /// a shape given by hand): the tensors the architecture requires, stored as `dtype` (its
+    /// size, `bytes_per_parameter`, gives `file_bytes`). What `pot plan` sizes a machine from.
+    pub fn from_config(
+        path: PathBuf,
+        config: &ModelConfig,
+        dtype: &str,
+        bytes_per_parameter: f64,
+    ) -> Self {
+        let tensors = expected_tensors(config);
+        let mut d = Self::from_tensors(
+            path,
+            Format::Safetensors,
+            config,
+            0,
+            tensors.iter().map(|(name, shape)| {
+                (
+                    name.as_str(),
+                    dtype,
+                    shape.iter().map(|&d| d as u64).product(),
+                )
+            }),
+        );
+        d.file_bytes = d.weight_bytes(bytes_per_parameter);
+        d
+    }
+
+    fn from_tensors<'a>(
+        path: PathBuf,
+        format: Format,
+        config: &ModelConfig,
+        file_bytes: u64,
+        tensors: impl Iterator<Item = (&'a str, &'a str, u64)>,
+    ) -> Self {
         let mut dtypes = BTreeMap::new();
-        let mut layer_parameters = vec![0u64; model.config.num_hidden_layers];
+        let mut layer_parameters = vec![0u64; config.num_hidden_layers];
         let (mut embedding, mut head, mut other, mut total) = (0, 0, 0, 0);
-        for t in model.tensors() {
-            *dtypes.entry(t.dtype.name().to_string()).or_insert(0) += 1;
-            let n = t.elements();
+        for (name, dtype, n) in tensors {
+            *dtypes.entry(dtype.to_string()).or_insert(0) += 1;
             total += n;
-            match (layer_of(&t.name), t.name.as_str()) {
+            match (layer_of(name), name) {
                 (Some(i), _) if i < layer_parameters.len() => layer_parameters[i] += n,
                 (_, "model.embed_tokens.weight") => embedding += n,
                 (_, "lm_head.weight") => head += n,
@@ -511,11 +556,11 @@ impl ModelDescription {
             }
         }
         Self {
-            path: model.path.clone(),
-            format: model.format,
-            config: model.config.clone(),
+            path,
+            format,
+            config: config.clone(),
             parameter_count: total,
-            file_bytes: model.file_bytes,
+            file_bytes,
             dtypes,
             layer_parameters,
             embedding_parameters: embedding,

@@ -71,10 +71,54 @@ pub struct MemoryEvent {
     pub system_used_percent: Option<f64>,
 }
 
+/// One reading of the sampling thread, for the memory-over-time picture of a run.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemorySample {
+    /// Seconds since the monitor started.
+    pub at_s: f64,
+    pub rss_bytes: Option<u64>,
+    pub system_used_percent: Option<f64>,
+}
+
+/// Readings kept at most (a long run keeps every 2nd, 4th, ... reading, evenly spread).
+const SERIES_CAPACITY: usize = 512;
+
+/// A bounded, evenly thinned record of readings: when full, every other reading is dropped and
+/// from then on only every `stride`-th reading is kept, so a run of any length keeps between
+/// half and all of `SERIES_CAPACITY` points covering its whole duration.
+#[derive(Default)]
+struct Series {
+    kept: Vec<MemorySample>,
+    stride: u64,
+    seen: u64,
+}
+
+impl Series {
+    fn push(&mut self, sample: MemorySample) {
+        let stride = self.stride.max(1);
+        if self.seen % stride == 0 {
+            if self.kept.len() == SERIES_CAPACITY {
+                let mut i = 0;
+                self.kept.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride = stride * 2;
+            }
+            if self.seen % self.stride.max(1) == 0 {
+                self.kept.push(sample);
+            }
+        }
+        self.seen += 1;
+    }
+}
+
 /// What the monitor saw, when it is stopped.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MonitorReport {
     pub samples: u64,
+    /// Readings over the run (at most 512, evenly thinned): RSS and system use.
+    pub series: Vec<MemorySample>,
     /// Peak RSS of this process (VmHWM, the kernel's own high-water mark).
     pub peak_rss_bytes: Option<u64>,
     pub events: Vec<MemoryEvent>,
@@ -84,6 +128,7 @@ pub struct MonitorReport {
 
 struct State {
     events: Vec<MemoryEvent>,
+    series: Series,
     samples: u64,
     abort: Option<String>,
 }
@@ -105,6 +150,7 @@ impl Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(State {
             events: Vec::new(),
+            series: Series::default(),
             samples: 0,
             abort: None,
         }));
@@ -151,13 +197,18 @@ impl Monitor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let state = self
-            .state
-            .lock()
-            .map(|mut s| (std::mem::take(&mut s.events), s.samples, s.abort.take()));
-        let (events, samples, abort) = state.unwrap_or_default();
+        let state = self.state.lock().map(|mut s| {
+            (
+                std::mem::take(&mut s.events),
+                std::mem::take(&mut s.series.kept),
+                s.samples,
+                s.abort.take(),
+            )
+        });
+        let (events, series, samples, abort) = state.unwrap_or_default();
         MonitorReport {
             samples,
+            series,
             peak_rss_bytes: ProcessMemory::own().map(|m| m.peak_rss_bytes),
             events,
             abort,
@@ -231,6 +282,11 @@ fn sample_loop(
         }
         if let Ok(mut s) = state.lock() {
             s.samples += 1;
+            s.series.push(MemorySample {
+                at_s: started.elapsed().as_secs_f64(),
+                rss_bytes: own.map(|m| m.rss_bytes),
+                system_used_percent: used,
+            });
             for (level, message) in new_events {
                 s.events.push(event(started, level, message));
             }
@@ -290,6 +346,24 @@ mod tests {
         assert!(!monitor.cancelled());
         let report = monitor.finish();
         assert!(report.samples >= 1 && report.abort.is_none());
+    }
+
+    #[test]
+    fn a_long_series_is_thinned_evenly_and_spans_the_run() {
+        let mut series = Series::default();
+        for i in 0..10_000u64 {
+            series.push(MemorySample {
+                at_s: i as f64,
+                rss_bytes: Some(i),
+                system_used_percent: None,
+            });
+        }
+        let kept = &series.kept;
+        assert!(kept.len() > SERIES_CAPACITY / 2 && kept.len() <= SERIES_CAPACITY);
+        assert_eq!(kept[0].at_s, 0.0);
+        assert!(kept.last().unwrap().at_s > 9_000.0);
+        let step = kept[1].at_s - kept[0].at_s;
+        assert!(kept.windows(2).all(|w| w[1].at_s - w[0].at_s == step));
     }
 
     #[test]

@@ -209,6 +209,27 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
     }
 }
 
+/// Every strategy's estimate for one model and workload: resident, streamed one layer at a
+/// time, int8. `plan` chooses among exactly these; `pot plan` shows them all.
+pub fn estimates(description: &ModelDescription, workload: &Workload) -> [(Strategy, Estimate); 3] {
+    [
+        Strategy::Resident,
+        Strategy::Streamed { layers_at_once: 1 },
+        Strategy::Int8,
+    ]
+    .map(|s| (s, estimate(description, workload, s)))
+}
+
+/// Whether two planned models run side by side (both resident, together within the budget)
+/// rather than one at a time.
+pub fn side_by_side(plan1: &Plan, plan2: &Plan) -> bool {
+    let together =
+        plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
+    plan1.strategy == Strategy::Resident
+        && plan2.strategy == Strategy::Resident
+        && together <= plan2.budget_bytes
+}
+
 /// Chooses the strategy for one model: int8 when `--enable-8bit`; otherwise resident when it
 /// fits, else streamed when `--enable-offload`; else refused with the numbers and the flags
 /// that would make it fit.
@@ -220,10 +241,8 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let available = system.map(|s| s.available_bytes);
     let budget = limits.budget_bytes(system)?;
-    let streamed_strategy = Strategy::Streamed { layers_at_once: 1 };
-    let resident = estimate(description, workload, Strategy::Resident);
-    let streamed = estimate(description, workload, streamed_strategy);
-    let int8 = estimate(description, workload, Strategy::Int8);
+    let [(_, resident), (streamed_strategy, streamed), (_, int8)] =
+        estimates(description, workload);
     let chosen = if limits.enable_8bit {
         Some((Strategy::Int8, int8)).filter(|_| int8.total_bytes <= budget)
     } else if resident.total_bytes <= budget {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey};
 use pot_formats::{Model, Tokenizer};
 use pot_memory_governor::{
-    Estimate, Limits, Monitor, MonitorConfig, Plan, PlanError, Strategy, SystemMemory, Thresholds,
-    Workload, plan,
+    Limits, Monitor, MonitorConfig, Plan, PlanError, Strategy, SystemMemory, Thresholds, Workload,
+    plan, side_by_side,
 };
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
@@ -189,7 +189,7 @@ fn residency(strategy: Strategy) -> Residency {
 }
 
 /// Sequences per pass and their longest tokenised length, for the memory plan.
-fn workload(
+pub fn workload(
     tokenizer: &Tokenizer,
     challenges: &[Challenge],
     batch_size: usize,
@@ -203,6 +203,21 @@ fn workload(
         batch_size: batch_size.max(FingerprintOptions::default().batch_size),
         max_tokens,
     })
+}
+
+/// The workload of `challenges` when no tokenizer is at hand (a shape or a config.json without
+/// one): every prompt byte counted as a token, plus BOS and a SentencePiece word prefix. No
+/// tokenizer pot reads (byte-level BPE, SentencePiece with byte fallback) makes more tokens
+/// than that, so the plan is an upper bound of the one a real run makes.
+pub fn workload_without_tokenizer(challenges: &[Challenge], batch_size: usize) -> Workload {
+    Workload {
+        batch_size: batch_size.max(FingerprintOptions::default().batch_size),
+        max_tokens: challenges
+            .iter()
+            .map(|c| c.prompt.len() + 2)
+            .max()
+            .unwrap_or(1),
+    }
 }
 
 fn start_monitor(resources: &ResourceOptions) -> Result<Monitor, PlanError> {
@@ -533,15 +548,6 @@ pub fn score_stream(
     verify(&opts, progress)
 }
 
-/// Both models resident and, together, within the budget (one process baseline counted once).
-fn side_by_side(plan1: &Plan, plan2: &Plan) -> bool {
-    let together =
-        plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
-    plan1.strategy == Strategy::Resident
-        && plan2.strategy == Strategy::Resident
-        && together <= plan2.budget_bytes
-}
-
 /// What every way of running the queries shares: the challenges, the decision, the monitor.
 struct QueryRun<'a> {
     opts: &'a VerifyOptions,
@@ -576,7 +582,12 @@ impl QueryRun<'_> {
                     lower: outcome.ci_lower,
                     upper: outcome.ci_upper,
                 });
-                report.trace(record, &score, &outcome);
+                let family = self
+                    .challenges
+                    .iter()
+                    .find(|c| c.index == record.index)
+                    .map(|c| c.family.name());
+                report.trace(record, family, &score, &outcome);
                 if let Step::Stop(_) = step {
                     return Ok(());
                 }

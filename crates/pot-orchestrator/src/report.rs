@@ -61,6 +61,7 @@ impl Report {
                 "thresholds": opts.resources.thresholds,
                 "plan": null,
                 "events": [],
+                "series": [],
                 "samples": 0,
                 "peak_rss_bytes": null,
                 "abort": null,
@@ -216,6 +217,7 @@ impl Report {
     pub(crate) fn trace(
         &mut self,
         record: &ChallengeRecord,
+        family: Option<&str>,
         score: &ChallengeScore,
         state: &Outcome,
     ) {
@@ -228,6 +230,8 @@ impl Report {
             "query": state.n,
             "challenge_index": score.index,
             "challenge_id": score.challenge_id,
+            "family": family,
+            "tokens": record.token_ids.len(),
             "token_ids_sha256": hex::encode(Sha256::digest(&ids)),
             "score": score.score,
             "candidate": {
@@ -235,6 +239,8 @@ impl Report {
                 "top1_agreement": score.top1_agreement,
                 "positions": score.positions,
             },
+            "mean": state.effect_size,
+            "mean_clipped": state.mean_clipped,
             "ci_lower": state.ci_lower,
             "ci_upper": state.ci_upper,
         });
@@ -325,6 +331,7 @@ impl Report {
         }
         let m = &mut self.value["memory"];
         m["events"] = json!(memory.events);
+        m["series"] = json!(memory.series);
         m["samples"] = json!(memory.samples);
         m["peak_rss_bytes"] = json!(memory.peak_rss_bytes);
         m["abort"] = json!(memory.abort);

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod error;
 pub mod scorer;
+pub mod throughput;
 pub mod weights;
 
 pub use engine::{Backend, Engine, SequenceLogProbs};
