@@ -23,16 +23,25 @@ pub enum Architecture {
     Llama,
     /// Qwen2: the LLaMA block with biases on the q, k and v projections.
     Qwen2,
+    /// Qwen3: the LLaMA block with an RMSNorm over each query and key head (`q_norm`, `k_norm`)
+    /// before RoPE, and `head_dim` independent of the hidden size.
+    Qwen3,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "llama, mistral, qwen2";
+    pub const SUPPORTED: &'static str = "llama, mistral, qwen2, qwen3";
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
         }
+    }
+
+    /// Whether each query and key head is RMS-normalised (with its own weight) before RoPE.
+    pub fn qk_norm(self) -> bool {
+        self == Architecture::Qwen3
     }
 
     /// The architecture a config names, or an error naming the file and the supported ones.
@@ -50,6 +59,7 @@ impl Architecture {
                 Some(Architecture::Llama)
             }
             "qwen2" | "qwen2forcausallm" => Some(Architecture::Qwen2),
+            "qwen3" | "qwen3forcausallm" => Some(Architecture::Qwen3),
             _ => None,
         }
     }
@@ -151,6 +161,8 @@ impl<'a> HfKeys<'a> {
 /// `configuration_<type>.py`; listed in docs/SCORING.md).
 struct HfDefaults {
     num_key_value_heads: Option<usize>,
+    /// `None`: hidden_size / num_attention_heads.
+    head_dim: Option<usize>,
     max_position_embeddings: usize,
     sliding_window: Option<usize>,
 }
@@ -160,18 +172,29 @@ fn hf_defaults(model_type: &str) -> HfDefaults {
         // MistralConfig: num_key_value_heads=8, max_position_embeddings=4096*32, sliding_window=4096.
         "mistral" => HfDefaults {
             num_key_value_heads: Some(8),
+            head_dim: None,
             max_position_embeddings: 4096 * 32,
             sliding_window: Some(4096),
+        },
+        // Qwen3Config: num_key_value_heads=32, head_dim=128 (not hidden / heads),
+        // max_position_embeddings=32768.
+        "qwen3" => HfDefaults {
+            num_key_value_heads: Some(32),
+            head_dim: Some(128),
+            max_position_embeddings: 32768,
+            sliding_window: None,
         },
         // Qwen2Config: num_key_value_heads=32, max_position_embeddings=32768.
         "qwen2" => HfDefaults {
             num_key_value_heads: Some(32),
+            head_dim: None,
             max_position_embeddings: 32768,
             sliding_window: None,
         },
         // LlamaConfig: num_key_value_heads=None -> num_attention_heads, max 2048.
         _ => HfDefaults {
             num_key_value_heads: None,
+            head_dim: None,
             max_position_embeddings: 2048,
             sliding_window: None,
         },
@@ -199,6 +222,7 @@ impl ModelConfig {
         let model_type = match arch_name.to_ascii_lowercase().as_str() {
             "mistral" | "mistralforcausallm" => "mistral",
             "qwen2" | "qwen2forcausallm" => "qwen2",
+            "qwen3" | "qwen3forcausallm" => "qwen3",
             _ => "llama",
         };
         let defaults = hf_defaults(model_type);
@@ -211,7 +235,9 @@ impl ModelConfig {
         };
         let head_dim = match keys.usize_opt("head_dim")? {
             Some(d) => d,
-            None => hidden_size / num_attention_heads.max(1),
+            None => defaults
+                .head_dim
+                .unwrap_or(hidden_size / num_attention_heads.max(1)),
         };
         let max_position_embeddings = keys
             .usize_opt("max_position_embeddings")?
@@ -272,14 +298,15 @@ impl ModelConfig {
                 };
                 (false, false, false, window)
             }
-            // Qwen2Attention: q, k, v biases; a window only with use_sliding_window.
+            // Qwen2Attention: q, k, v biases; Qwen3Attention: q, k, v, o biases with
+            // attention_bias. Both: a window only with use_sliding_window.
             _ => {
                 if keys.bool_opt("use_sliding_window")?.unwrap_or(false) {
                     return Err(unsupported(
                         path,
                         "use_sliding_window",
                         &json!(true),
-                        "Qwen2's per-layer sliding window is not implemented",
+                        "Qwen's per-layer sliding window is not implemented",
                     ));
                 }
                 if let Some(Json::Array(types)) = keys.present("layer_types")
@@ -289,10 +316,15 @@ impl ModelConfig {
                         path,
                         "layer_types",
                         &Json::Array(types.clone()),
-                        "only full_attention layers are implemented for qwen2",
+                        "only full_attention layers are implemented for qwen2 and qwen3",
                     ));
                 }
-                (true, false, false, None)
+                if model_type == "qwen3" {
+                    let attention = keys.bool_opt("attention_bias")?.unwrap_or(false);
+                    (attention, attention, false, None)
+                } else {
+                    (true, false, false, None)
+                }
             }
         };
 
@@ -307,9 +339,9 @@ impl ModelConfig {
             vocab_size: keys.usize("vocab_size")?,
             rope_theta,
             rope_scaling,
-            // 1e-6 in LlamaConfig, MistralConfig and Qwen2Config.
+            // 1e-6 in LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config.
             rms_norm_eps: keys.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
-            // False in LlamaConfig, MistralConfig and Qwen2Config.
+            // False in LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config.
             tie_word_embeddings: keys.bool_opt("tie_word_embeddings")?.unwrap_or(false),
             sliding_window,
             qkv_bias,
@@ -559,6 +591,7 @@ impl ModelConfig {
         let (arch, model_type) = match self.architecture {
             Architecture::Llama => ("LlamaForCausalLM", "llama"),
             Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+            Architecture::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
         };
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::Default => Json::Null,
@@ -584,7 +617,7 @@ impl ModelConfig {
             "hidden_act": self.hidden_act,
             "torch_dtype": torch_dtype,
         });
-        if self.architecture == Architecture::Llama {
+        if matches!(self.architecture, Architecture::Llama | Architecture::Qwen3) {
             // A window or an o/MLP bias is not expressible in a llama config: say so by refusing
             // in convert (checked there) rather than writing a config that computes otherwise.
             out["attention_bias"] = json!(self.qkv_bias && self.o_bias);
@@ -604,6 +637,9 @@ impl ModelConfig {
             Architecture::Qwen2 if !self.qkv_bias || self.o_bias || self.mlp_bias => {
                 Err("qwen2 configs fix biases on q/k/v only".into())
             }
+            Architecture::Qwen3 if self.qkv_bias != self.o_bias || self.mlp_bias => Err(
+                "a qwen3 config.json sets q/k/v/o biases with one key and has no MLP bias".into(),
+            ),
             _ if self.sliding_window.is_some() => Err(format!(
                 "sliding window {:?} has no key in a {} config.json",
                 self.sliding_window,

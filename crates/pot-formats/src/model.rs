@@ -454,6 +454,10 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, h]));
         out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, h]));
         out.push((p("mlp.down_proj.weight"), vec![h, c.intermediate_size]));
+        if c.architecture.qk_norm() {
+            out.push((p("self_attn.q_norm.weight"), vec![c.head_dim]));
+            out.push((p("self_attn.k_norm.weight"), vec![c.head_dim]));
+        }
         if c.qkv_bias {
             out.push((p("self_attn.q_proj.bias"), vec![q]));
             out.push((p("self_attn.k_proj.bias"), vec![kv]));

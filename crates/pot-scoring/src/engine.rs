@@ -1,6 +1,6 @@
 //! The one module that talks to burn: weights as burn tensors and the teacher-forced forward pass
-//! of the LLaMA family (LLaMA, SmolLM2, Mistral; Qwen2 adds q/k/v biases; biases, RoPE scaling
-//! and a sliding window as the config declares them). A burn upgrade
+//! of the LLaMA family (LLaMA, SmolLM2, Mistral; Qwen2 adds q/k/v biases, Qwen3 per-head q/k
+//! norms; biases, RoPE scaling and a sliding window as the config declares them). A burn upgrade
 //! touches this file only.
 //!
 //! The pass reads top to bottom like the papers: embedding, then per block
@@ -79,6 +79,9 @@ struct Block {
     bq: Option<Tensor<1>>,
     bk: Option<Tensor<1>>,
     bv: Option<Tensor<1>>,
+    /// Qwen3's per-head RMSNorm weights of queries and keys (`[head_dim]`).
+    q_norm: Option<Tensor<1>>,
+    k_norm: Option<Tensor<1>>,
     wo: Tensor<2>,
     bo: Option<Tensor<1>>,
     ffn_norm: Tensor<1>,
@@ -187,6 +190,7 @@ fn load_block(
     let bias = |present: bool, name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
         present.then(|| vector(name)).transpose()
     };
+    let norm = bias;
     Ok(Block {
         attn_norm: vector("input_layernorm.weight")?,
         wq: matrix("self_attn.q_proj.weight")?,
@@ -195,6 +199,8 @@ fn load_block(
         bq: bias(config.qkv_bias, "self_attn.q_proj.bias")?,
         bk: bias(config.qkv_bias, "self_attn.k_proj.bias")?,
         bv: bias(config.qkv_bias, "self_attn.v_proj.bias")?,
+        q_norm: norm(config.architecture.qk_norm(), "self_attn.q_norm.weight")?,
+        k_norm: norm(config.architecture.qk_norm(), "self_attn.k_norm.weight")?,
         wo: matrix("self_attn.o_proj.weight")?,
         bo: bias(config.o_bias, "self_attn.o_proj.bias")?,
         ffn_norm: vector("post_attention_layernorm.weight")?,
@@ -428,8 +434,17 @@ impl<'m> Engine<'m> {
         let n = x.dims()[0];
 
         let h = rms_norm(x.clone(), &w.attn_norm, c.rms_norm_eps);
-        let q = packing.rope(linear(h.clone(), &w.wq, &w.bq).reshape([n, heads, hd]));
-        let k = packing.rope(linear(h.clone(), &w.wk, &w.bk).reshape([n, kv_heads, hd]));
+        let q = head_norm(
+            linear(h.clone(), &w.wq, &w.bq).reshape([n, heads, hd]),
+            &w.q_norm,
+            c.rms_norm_eps,
+        );
+        let k = head_norm(
+            linear(h.clone(), &w.wk, &w.bk).reshape([n, kv_heads, hd]),
+            &w.k_norm,
+            c.rms_norm_eps,
+        );
+        let (q, k) = (packing.rope(q), packing.rope(k));
         let v = linear(h, &w.wv, &w.bv).reshape([n, kv_heads, hd]);
         // Attention per sequence. Grouped-query attention without copying k/v: the query heads
         // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
@@ -476,6 +491,16 @@ fn linear(x: Tensor<2>, w: &Tensor<2>, bias: &Option<Tensor<1>>) -> Tensor<2> {
         Some(bias) => y + bias.clone().unsqueeze_dim(0),
         None => y,
     }
+}
+
+/// Qwen3's per-head RMSNorm of `[N, heads, head_dim]` (one weight of `head_dim` shared by the
+/// heads), where the architecture has it.
+fn head_norm(x: Tensor<3>, weight: &Option<Tensor<1>>, eps: f64) -> Tensor<3> {
+    let Some(weight) = weight else {
+        return x;
+    };
+    let [n, heads, hd] = x.dims();
+    rms_norm(x.reshape([n * heads, hd]), weight, eps).reshape([n, heads, hd])
 }
 
 /// `x / sqrt(mean(x^2) + eps) * weight` over the last dimension of `[N, hidden]`.

@@ -1,6 +1,6 @@
 //! The forward pass against Hugging Face transformers on tiny random models, one per feature the
 //! config can switch on (RoPE scalings linear / llama3 / yarn, biases, a sliding window, tied
-//! head, Qwen2). Models and reference log-probs are committed under
+//! head, Qwen2, Qwen3's q/k norms). Models and reference log-probs are committed under
 //! fixtures/transformers-parity/ (made by make_tiny.py there; no Python needed here).
 
 use std::path::PathBuf;
@@ -15,7 +15,12 @@ fn fixtures() -> PathBuf {
 
 /// Max |log-prob difference| over every position's top-20 and target, and top-1 agreement.
 fn compare(name: &str, reference: &Value) -> (f64, usize, usize) {
-    let model = Model::open(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    compare_file(&fixtures().join(name), name, reference)
+}
+
+/// [`compare`] for the model at `path` against the reference values of `name`.
+fn compare_file(path: &std::path::Path, name: &str, reference: &Value) -> (f64, usize, usize) {
+    let model = Model::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let engine = Engine::load(&model, Backend::Flex.device().unwrap()).unwrap();
     let sequences: Vec<Vec<u32>> = reference["sequences"]
         .as_array()
@@ -143,4 +148,49 @@ fn each_feature_moves_the_log_probs() {
             "{name}: dropping {key} changed nothing ({diff:.2e})"
         );
     }
+}
+
+/// Qwen3Config's `head_dim` defaults to 128, not hidden / heads: a Qwen3 config.json without
+/// the key is read as transformers reads it, so the tiny model (head_dim 16, hidden / heads 8)
+/// is refused on its tensor shapes instead of being computed with heads of 8.
+#[test]
+fn a_qwen3_config_without_head_dim_is_read_as_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("qwen3");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(
+        fixtures().join("qwen3/model.safetensors"),
+        copy.join("model.safetensors"),
+    )
+    .unwrap();
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("qwen3/config.json")).unwrap(),
+    )
+    .unwrap();
+    config.as_object_mut().unwrap().remove("head_dim");
+    std::fs::write(copy.join("config.json"), config.to_string()).unwrap();
+    let err = Model::open(&copy).unwrap_err().to_string();
+    assert!(
+        err.contains("q_proj") || err.contains("q_norm"),
+        "expected a shape refusal naming a query tensor, got: {err}"
+    );
+    assert!(err.contains("[512, 32]") || err.contains("[128]"), "{err}");
+}
+
+/// The same qwen3 weights as a GGUF file under llama.cpp's names and metadata
+/// (`qwen3_gguf.py`, gguf-py): pot's GGUF path computes what transformers computes.
+#[test]
+fn the_qwen3_gguf_matches_transformers() {
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+            .unwrap();
+    let (max_diff, agree, positions) =
+        compare_file(&fixtures().join("qwen3.gguf"), "qwen3", &reference);
+    println!(
+        "qwen3.gguf positions {positions}  top-1 {agree}/{positions}  max |diff| {max_diff:.2e}"
+    );
+    assert!(
+        max_diff <= 1e-4 && agree == positions,
+        "{max_diff:.2e}, {agree}/{positions}"
+    );
 }
