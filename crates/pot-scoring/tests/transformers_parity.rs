@@ -194,3 +194,40 @@ fn the_qwen3_gguf_matches_transformers() {
         "{max_diff:.2e}, {agree}/{positions}"
     );
 }
+
+/// Qwen3's q/k norm weights travel through every residency: streamed equals resident, int8
+/// stays within its usual noise.
+#[test]
+fn qwen3_runs_streamed_and_int8() {
+    use pot_scoring::Residency;
+    let model = Model::open(fixtures().join("qwen3")).unwrap();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+            .unwrap();
+    let seq: Vec<u32> = reference["sequences"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let run = |residency| {
+        Engine::with_residency(&model, Backend::Flex.device().unwrap(), residency)
+            .unwrap()
+            .forward(std::slice::from_ref(&seq))
+            .unwrap()
+    };
+    let resident = run(Residency::Resident);
+    let diff = |other: &[pot_scoring::SequenceLogProbs]| {
+        resident[0]
+            .values
+            .iter()
+            .zip(&other[0].values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let streamed = diff(&run(Residency::Streamed { layers_at_once: 1 }));
+    let int8 = diff(&run(Residency::Int8));
+    println!("qwen3 streamed {streamed:e}, int8 {int8:e}");
+    assert!(streamed <= 1e-5, "{streamed}");
+    assert!(int8 > 0.0 && int8 < 0.5, "{int8}");
+}
