@@ -10,7 +10,7 @@ use clap::Args;
 use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
 use pot_formats::{Architecture, Model, ModelConfig, ModelDescription, RopeScaling};
 use pot_memory_governor::{
-    Estimate, Plan, Strategy, SystemMemory, Workload, estimates, plan, side_by_side,
+    Estimate, Execution, Plan, Strategy, SystemMemory, Workload, estimates, plan,
 };
 use pot_orchestrator::{workload, workload_without_tokenizer};
 use pot_scoring::{Backend, encode_challenge};
@@ -181,11 +181,7 @@ pub fn plan_cmd(args: PlanArgs) -> Result<u8, Failure> {
         Ok(p) => json!({
             "strategy": kind(&p.strategy),
             "total_bytes": p.estimate.total_bytes,
-            "execution_against_a_copy": if side_by_side(p, p) {
-                "side by side: both models resident within the budget"
-            } else {
-                "sequential: one model resident at a time"
-            },
+            "execution_against_a_copy": Execution::of(p, p).describe(),
         }),
         Err(e) => json!({ "refused": e.to_string() }),
     };

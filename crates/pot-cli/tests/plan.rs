@@ -135,7 +135,7 @@ fn plan_figures_are_the_ones_verify_plans_with() {
     assert_eq!(plan["verify"]["strategy"], "streamed");
     assert_eq!(
         plan["verify"]["execution_against_a_copy"],
-        "sequential: one model resident at a time"
+        pot_memory_governor::Execution::Interleaved.describe()
     );
 }
 

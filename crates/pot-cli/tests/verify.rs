@@ -138,6 +138,59 @@ fn a_model_over_budget_is_refused_before_loading() {
     assert!(err.contains("raise --max-memory"), "{err}");
 }
 
+/// Two models that must stream run interleaved (each batch through model 1, then model 2):
+/// SAME after the early stop, within the budget, and model 1 computed only the batches the test
+/// used, not the whole query cap.
+#[test]
+fn two_streamed_models_run_interleaved_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let smol = model_path(SMOLLM2_135M).display().to_string();
+    let out = pot(&[
+        "verify",
+        "--model1",
+        &smol,
+        "--model2",
+        &smol,
+        "--mode",
+        "quick",
+        "--max-memory",
+        "1.0",
+        "--enable-offload",
+        "-q",
+        "-o",
+        &json.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&json);
+    assert_eq!(validate_report(&r), Vec::<String>::new());
+    let plan = &r["memory"]["plan"];
+    assert_eq!(
+        plan["execution"],
+        pot_memory_governor::Execution::Interleaved.describe()
+    );
+    assert_eq!(plan["model1"]["strategy"]["kind"], "streamed");
+    assert_eq!(plan["model2"]["strategy"]["kind"], "streamed");
+    let peak = r["memory"]["peak_rss_bytes"].as_u64().unwrap();
+    let budget = plan["model2"]["budget_bytes"].as_u64().unwrap();
+    assert!(peak <= budget, "peak {peak} over the budget {budget}");
+    assert_eq!(r["enhanced_diff"]["n_effective"], 8);
+    // No fingerprint of the whole cap: model 1 was never released early, and no timing of it.
+    assert!(r["timings_s"].get("fingerprint_model1_s").is_none());
+    let events: Vec<&str> = r["memory"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(!events.contains(&"model 1 released"), "{events:?}");
+}
+
 /// A budget crossed at run time (forced below the RSS of a loaded model) stops the work
 /// cleanly: exit 5, a complete report with success false and advice, no stray files.
 #[test]

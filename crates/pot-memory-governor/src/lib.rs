@@ -18,9 +18,7 @@ pub mod process;
 pub use monitor::{
     EventLevel, MemoryEvent, MemorySample, Monitor, MonitorConfig, MonitorReport, Thresholds,
 };
-pub use plan::{
-    Estimate, Limits, Plan, PlanError, Strategy, Workload, estimates, plan, side_by_side,
-};
+pub use plan::{Estimate, Execution, Limits, Plan, PlanError, Strategy, Workload, estimates, plan};
 pub use process::{ProcessMemory, SystemMemory};
 
 /// Bytes in a GB as the CLI counts them (10^9, like `--max-memory 3` = 3 GB).

@@ -220,14 +220,53 @@ pub fn estimates(description: &ModelDescription, workload: &Workload) -> [(Strat
     .map(|s| (s, estimate(description, workload, s)))
 }
 
-/// Whether two planned models run side by side (both resident, together within the budget)
-/// rather than one at a time.
-pub fn side_by_side(plan1: &Plan, plan2: &Plan) -> bool {
-    let together =
-        plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
-    plan1.strategy == Strategy::Resident
-        && plan2.strategy == Strategy::Resident
-        && together <= plan2.budget_bytes
+/// How two planned models share the queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Execution {
+    /// Both resident at once, together within the budget: each batch goes through model 1 and
+    /// then model 2, and early stopping saves both.
+    SideBySide,
+    /// Both streamed: a streamed model holds no weights between passes (its blocks and head
+    /// chunks are built from the file during each pass and dropped), so both stay open and each
+    /// batch streams through model 1 and then model 2, one layer resident at a time; the peak
+    /// is the larger of the two plans, and early stopping saves both.
+    Interleaved,
+    /// Model 1 fingerprinted on the whole query cap and released, then model 2 (a resident or
+    /// int8 model holds its weights, so two at once would not fit).
+    Sequential,
+}
+
+impl Execution {
+    pub fn of(plan1: &Plan, plan2: &Plan) -> Self {
+        let together =
+            plan1.estimate.total_bytes + plan2.estimate.total_bytes - Estimate::BASELINE_BYTES;
+        let streamed = |p: &Plan| matches!(p.strategy, Strategy::Streamed { .. });
+        if plan1.strategy == Strategy::Resident
+            && plan2.strategy == Strategy::Resident
+            && together <= plan2.budget_bytes
+        {
+            Execution::SideBySide
+        } else if streamed(plan1) && streamed(plan2) {
+            Execution::Interleaved
+        } else {
+            Execution::Sequential
+        }
+    }
+
+    /// The sentence the report and `pot plan` print.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Execution::SideBySide => "side by side: both models resident within the budget",
+            Execution::Interleaved => {
+                "interleaved: both streamed, each batch through model 1 then model 2, one layer \
+                 resident at a time"
+            }
+            Execution::Sequential => {
+                "sequential: model 1 fingerprinted on the query cap and released, then model 2"
+            }
+        }
+    }
 }
 
 /// Chooses the strategy for one model: int8 when `--enable-8bit`; otherwise resident when it

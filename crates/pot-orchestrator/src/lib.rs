@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey};
 use pot_formats::{Model, Tokenizer};
 use pot_memory_governor::{
-    Limits, Monitor, MonitorConfig, Plan, PlanError, Strategy, SystemMemory, Thresholds, Workload,
-    plan, side_by_side,
+    Execution, Limits, Monitor, MonitorConfig, Plan, PlanError, Strategy, SystemMemory, Thresholds,
+    Workload, plan,
 };
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
@@ -220,6 +220,14 @@ pub fn workload_without_tokenizer(challenges: &[Challenge], batch_size: usize) -
     }
 }
 
+/// Whether two model paths name the same file or directory.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 fn start_monitor(resources: &ResourceOptions) -> Result<Monitor, PlanError> {
     let budget = resources.limits.budget_bytes(SystemMemory::read())?;
     let budget = std::env::var(MONITOR_BUDGET_ENV)
@@ -301,7 +309,7 @@ fn pipeline(
 
     let evidence2 = if opts.weight_evidence {
         progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
-        Some(SecurityAndProvenance.evidence(&candidate.model)?)
+        Some(SecurityAndProvenance.evidence(&candidate.model, plan2.budget_bytes)?)
     } else {
         None
     };
@@ -357,7 +365,12 @@ fn pipeline(
             let root1 = match &evidence2 {
                 Some(evidence2) => {
                     progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
-                    let evidence1 = SecurityAndProvenance.evidence(&side.model)?;
+                    let evidence1 = if same_file(&opts.model1, &opts.model2) {
+                        // The same file given twice is read and hashed once.
+                        evidence2.clone()
+                    } else {
+                        SecurityAndProvenance.evidence(&side.model, plan1.budget_bytes)?
+                    };
                     check_monitor(monitor)?;
                     report.weight_evidence(&evidence1, evidence2);
                     Some(evidence1.merkle_root)
@@ -381,18 +394,18 @@ fn pipeline(
                 )
                 .inspect(|_| monitor.note("model 1 loaded"))
             };
-            if side_by_side(&plan1, &plan2) {
-                let execution = "side by side: both models resident within the budget";
-                report.memory_plan(Some(&plan1), Some(&plan2), execution);
-                progress(Progress::Stage("loading both models (side by side)"));
+            let execution = Execution::of(&plan1, &plan2);
+            report.memory_plan(Some(&plan1), Some(&plan2), execution.describe());
+            if execution != Execution::Sequential {
+                progress(Progress::Stage(match execution {
+                    Execution::SideBySide => "loading both models (side by side)",
+                    _ => "opening both models (streamed, interleaved per batch)",
+                }));
                 let mut m1 = load_reference()?;
                 let mut m2 = load_candidate(monitor)?;
                 progress(Progress::Stage("scoring"));
                 run.queries(&mut m1, &mut m2, report, progress)?;
             } else {
-                let execution =
-                    "sequential: model 1 fingerprinted on the query cap and released, then model 2";
-                report.memory_plan(Some(&plan1), Some(&plan2), execution);
                 progress(Progress::Stage("fingerprinting model 1"));
                 let mut fp = load_reference()?.fingerprint_all(&challenges, |done, total| {
                     progress(Progress::Fingerprinted { done, total })
@@ -480,7 +493,7 @@ fn served_pipeline(
             );
             if opts.weight_evidence {
                 progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
-                let evidence1 = SecurityAndProvenance.evidence(&side.model)?;
+                let evidence1 = SecurityAndProvenance.evidence(&side.model, plan1.budget_bytes)?;
                 report.model1_evidence(&evidence1);
                 check_monitor(monitor)?;
             }

@@ -13,7 +13,7 @@ use pot_scoring::{
     Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintError,
     FingerprintHeader, FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
 };
-use pot_security::{ConfigHashes, FuzzyHash, FuzzyHasher};
+use pot_security::{ConfigHashes, FuzzyHash, ModelTlsh};
 use pot_stats::{Method, Mode, Outcome, SequentialTest, StatsError, Step};
 
 use crate::VerifyError;
@@ -44,7 +44,12 @@ pub trait DecisionStage {
 
 /// Weight-level evidence of one model.
 pub trait EvidenceStage {
-    fn evidence(&self, model: &Model) -> Result<WeightEvidence, pot_formats::FormatError>;
+    /// Evidence of `model`'s weights, holding at most `budget_bytes` while reading them.
+    fn evidence(
+        &self,
+        model: &Model,
+        budget_bytes: u64,
+    ) -> Result<WeightEvidence, pot_formats::FormatError>;
 }
 
 /// The KDF's challenges for a key, run id and query cap.
@@ -159,6 +164,7 @@ pub fn sequential_test(mode: &Mode, method: Method) -> Result<SequentialTest, St
 
 /// Weight-level evidence of one model: config hashes, TLSH, tensor Merkle root. Read from the
 /// memory map (no forward pass).
+#[derive(Clone)]
 pub struct WeightEvidence {
     pub config: ConfigHashes,
     pub fuzzy: FuzzyHash,
@@ -208,30 +214,100 @@ impl WeightEvidence {
 /// pot-security's hashes and pot-provenance's tensor tree.
 pub struct SecurityAndProvenance;
 
+/// The whole-model TLSH on its own thread (every tensor in order, reading only its samples)
+/// beside `workers` threads running `hash_one` on the tensors (the Merkle leaves, in order).
+fn parallel_hashes<T: Send>(
+    tensors: &[&pot_formats::TensorInfo],
+    total: u64,
+    workers: usize,
+    model: &Model,
+    hash_one: impl Fn(&&pot_formats::TensorInfo) -> T + Sync,
+) -> (Option<String>, Vec<T>) {
+    use rayon::prelude::*;
+    std::thread::scope(|scope| {
+        let whole = scope.spawn(|| {
+            let mut whole = ModelTlsh::new(total);
+            for t in tensors {
+                whole.add(model.raw_bytes(&t.name).expect("listed tensor"));
+                model.release_pages(&t.name);
+            }
+            whole.finish()
+        });
+        let per_tensor = match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+            Ok(pool) => pool.install(|| tensors.par_iter().map(&hash_one).collect()),
+            // No threads to be had: the same work on this one.
+            Err(_) => tensors.iter().map(&hash_one).collect(),
+        };
+        (
+            whole.join().expect("the TLSH thread does not panic"),
+            per_tensor,
+        )
+    })
+}
+
 impl EvidenceStage for SecurityAndProvenance {
-    /// One pass over the stored bytes feeds both the TLSH builders and the Merkle leaves, so a
-    /// model larger than memory is read from disk once, not twice.
-    fn evidence(&self, model: &Model) -> Result<WeightEvidence, pot_formats::FormatError> {
-        let mut fuzzy = FuzzyHasher::new(model.tensors().map(|t| t.bytes).sum());
-        let mut leaves = Vec::new();
-        for t in model.tensors() {
+    /// One pass over the stored bytes feeds the whole-model TLSH and the Merkle leaves, so a
+    /// model larger than memory is read from disk once, not twice. The TLSH needs the bytes in
+    /// order and reads only its samples (at most 1 GiB; ~75 MB/s, most of the hashing time):
+    /// it runs on its own thread, beside as many workers hashing Merkle leaves as the budget
+    /// holds tensors next to the one it reads; each side releases a tensor's mapped pages when
+    /// done with it. Where the budget holds fewer than two of the largest tensors, one thread
+    /// does both, one tensor at a time, as the plan's estimate counts.
+    fn evidence(
+        &self,
+        model: &Model,
+        budget_bytes: u64,
+    ) -> Result<WeightEvidence, pot_formats::FormatError> {
+        let started = std::time::Instant::now();
+        let tensors: Vec<&pot_formats::TensorInfo> = model.tensors().collect();
+        let total = tensors.iter().map(|t| t.bytes).sum();
+        let largest = tensors.iter().map(|t| t.bytes).max().unwrap_or(0).max(1);
+        let room = budget_bytes.saturating_sub(pot_memory_governor::Estimate::BASELINE_BYTES);
+        let workers = usize::try_from(room / largest)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1)
+            .min(rayon::current_num_threads());
+        let leaf = |t: &&pot_formats::TensorInfo, whole: Option<&mut ModelTlsh>| {
             let bytes = model.raw_bytes(&t.name).expect("listed tensor");
-            fuzzy.add(&t.name, bytes);
-            leaves.push(TensorLeaf::stored(t, bytes));
+            let leaf = TensorLeaf::stored(t, bytes);
+            if let Some(whole) = whole {
+                whole.add(bytes);
+            }
             model.release_pages(&t.name);
-        }
+            leaf
+        };
+        // model_signing's digest is a second read of the files (config and tokenizer included,
+        // measured cost: docs/PROVENANCE.md) through small buffers: on its own thread meanwhile.
+        let ((whole, leaves), signing_root) = std::thread::scope(|scope| {
+            let signing = scope.spawn(|| {
+                pot_provenance::model_signing::manifest(model.path())
+                    .map(|m| m.root_sha256)
+                    .map_err(|e| e.to_string())
+            });
+            let hashes = if workers == 0 {
+                let mut whole = ModelTlsh::new(total);
+                let leaves: Vec<_> = tensors.iter().map(|t| leaf(t, Some(&mut whole))).collect();
+                (whole.finish(), leaves)
+            } else {
+                parallel_hashes(&tensors, total, workers, model, |t| leaf(t, None))
+            };
+            let signing = signing
+                .join()
+                .unwrap_or_else(|_| Err("the model-signing digest failed".into()));
+            (hashes, signing)
+        });
+        let fuzzy = FuzzyHash {
+            model: whole,
+            bytes_hashed: total,
+            seconds: started.elapsed().as_secs_f64(),
+        };
         let tree = TensorTree {
             encoding: TensorEncoding::Stored,
             leaves,
         };
-        // A second read of the files (config and tokenizer included), which is what
-        // model_signing signs; measured cost: docs/PROVENANCE.md.
-        let signing_root = pot_provenance::model_signing::manifest(model.path())
-            .map(|m| m.root_sha256)
-            .map_err(|e| e.to_string());
         Ok(WeightEvidence {
             config: ConfigHashes::of_model(model),
-            fuzzy: fuzzy.finish(),
+            fuzzy,
             merkle_root: tree.root(),
             leaves: tree.leaves,
             signing_root,

@@ -28,8 +28,6 @@ pub const MATCH_MAX_DISTANCE: i32 = 30;
 pub struct FuzzyHash {
     /// Whole-model TLSH (hex string), `None` when the input lacks the variety TLSH needs.
     pub model: Option<String>,
-    /// Per tensor, in sorted name order.
-    pub tensors: Vec<(String, Option<String>)>,
     pub bytes_hashed: u64,
     pub seconds: f64,
 }
@@ -71,54 +69,48 @@ fn hash_hex(builder: &TlshDefaultBuilder) -> Option<String> {
         .map(|h| String::from_utf8_lossy(&h.hash()).into_owned())
 }
 
-/// Builds a [`FuzzyHash`] tensor by tensor, so a caller reading the weights for other evidence
-/// too (the Merkle tree) reads them once.
-pub struct FuzzyHasher {
-    started: Instant,
-    total: u64,
-    whole: TlshDefaultBuilder,
-    whole_sampler: Sampler,
-    tensors: Vec<(String, Option<String>)>,
+/// The whole-model TLSH, fed every tensor in the model's sorted order (sampled as a whole past
+/// [`MAX_FED_BYTES`]).
+pub struct ModelTlsh {
+    builder: TlshDefaultBuilder,
+    sampler: Sampler,
 }
 
-impl FuzzyHasher {
+impl ModelTlsh {
     /// For a model whose tensors hold `total` stored bytes in all.
     pub fn new(total: u64) -> Self {
         Self {
-            started: Instant::now(),
-            total,
-            whole: TlshDefaultBuilder::new(),
-            whole_sampler: Sampler::for_total(total),
-            tensors: Vec::new(),
+            builder: TlshDefaultBuilder::new(),
+            sampler: Sampler::for_total(total),
         }
     }
 
-    /// Adds the next tensor (in the model's sorted order).
-    pub fn add(&mut self, name: &str, bytes: &[u8]) {
-        let mut one = TlshDefaultBuilder::new();
-        Sampler::for_total(bytes.len() as u64).feed(&mut one, bytes);
-        self.tensors.push((name.to_string(), hash_hex(&one)));
-        self.whole_sampler.feed(&mut self.whole, bytes);
+    /// The next tensor's bytes.
+    pub fn add(&mut self, bytes: &[u8]) {
+        self.sampler.feed(&mut self.builder, bytes);
     }
 
-    pub fn finish(self) -> FuzzyHash {
-        FuzzyHash {
-            model: hash_hex(&self.whole),
-            tensors: self.tensors,
-            bytes_hashed: self.total,
-            seconds: self.started.elapsed().as_secs_f64(),
-        }
+    pub fn finish(self) -> Option<String> {
+        hash_hex(&self.builder)
     }
 }
 
 impl FuzzyHash {
+    /// The TLSH of a model's weights (`pot inspect --fuzzy`; `pot verify` feeds the same
+    /// [`ModelTlsh`] beside its Merkle pass).
     pub fn of_model(model: &Model) -> Self {
-        let mut hasher = FuzzyHasher::new(model.tensors().map(|t| t.bytes).sum());
+        let started = Instant::now();
+        let total = model.tensors().map(|t| t.bytes).sum();
+        let mut whole = ModelTlsh::new(total);
         for t in model.tensors() {
-            hasher.add(&t.name, model.raw_bytes(&t.name).expect("listed tensor"));
+            whole.add(model.raw_bytes(&t.name).expect("listed tensor"));
             model.release_pages(&t.name);
         }
-        hasher.finish()
+        Self {
+            model: whole.finish(),
+            bytes_hashed: total,
+            seconds: started.elapsed().as_secs_f64(),
+        }
     }
 
     pub fn compare(&self, other: &FuzzyHash) -> FuzzyComparison {

@@ -6,5 +6,5 @@ pub mod fuzzy;
 pub mod tokenizer;
 
 pub use config::{ConfigComparison, ConfigHashes, canonical_json};
-pub use fuzzy::{FuzzyComparison, FuzzyHash, FuzzyHasher, MATCH_MAX_DISTANCE};
+pub use fuzzy::{FuzzyComparison, FuzzyHash, MATCH_MAX_DISTANCE, ModelTlsh};
 pub use tokenizer::{TokenizerReport, TokenizerVerdict, compare_tokenizers};

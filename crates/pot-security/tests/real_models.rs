@@ -33,7 +33,6 @@ fn tlsh_of_the_weights_matches_itself_and_not_another_model() {
     let smol = FuzzyHash::of_model(&Model::open(model_path(SMOLLM2_135M)).unwrap());
     let qwen = FuzzyHash::of_model(&Model::open(model_path(QWEN_CODER_05B)).unwrap());
     assert!(smol.model.is_some());
-    assert_eq!(smol.tensors.len(), 272);
     let same = smol.compare(&smol);
     assert_eq!((same.distance, same.is_match), (Some(0), Some(true)));
     let other = smol.compare(&qwen);
