@@ -96,16 +96,16 @@ struct Series {
 impl Series {
     fn push(&mut self, sample: MemorySample) {
         let stride = self.stride.max(1);
-        if self.seen % stride == 0 {
+        if self.seen.is_multiple_of(stride) {
             if self.kept.len() == SERIES_CAPACITY {
-                let mut i = 0;
+                let mut i = 0u64;
                 self.kept.retain(|_| {
                     i += 1;
-                    i % 2 == 1
+                    !i.is_multiple_of(2)
                 });
                 self.stride = stride * 2;
             }
-            if self.seen % self.stride.max(1) == 0 {
+            if self.seen.is_multiple_of(self.stride.max(1)) {
                 self.kept.push(sample);
             }
         }

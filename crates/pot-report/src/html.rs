@@ -38,10 +38,11 @@ svg .event { stroke: #8c959f; stroke-dasharray: 1 3; }
 
 /// The page for one report.
 pub fn html(r: &Value) -> String {
-    let verdict = match r["final_decision"].as_str() {
-        Some(v @ ("SAME" | "DIFFERENT" | "UNDECIDED")) => v,
-        _ => "UNDECIDED",
-    };
+    // Only the three verdicts name a CSS class; anything else in a hostile report is UNDECIDED.
+    let verdict = r["final_decision"]
+        .as_str()
+        .filter(|v| matches!(*v, "SAME" | "DIFFERENT" | "UNDECIDED"))
+        .unwrap_or("UNDECIDED");
     let mut page = String::new();
     let _ = write!(
         page,
