@@ -1,6 +1,7 @@
 //! Repository chores: `cargo xtask fixtures | golden | bench`. Run `cargo xtask help`.
 
 mod bench;
+mod bigmodel;
 mod detection;
 mod fixtures;
 mod fuzz;
@@ -28,6 +29,10 @@ cargo xtask <task>
   fuzz TARGET [--time S] run a libFuzzer target of fuzz/ (cargo-fuzz), seeded with real
                          inputs: gguf, config_json, scores_and_keys, merkle_proof
   simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
+  bigmodel [--max-memory GB] [--write-only]
+                         write a LLaMA-7B-shaped F16 model (~13.9 GB) and a copy with one
+                         modified layer into $POT_FIXTURES/bigmodel, verify it against itself
+                         and the copy under --max-memory 4 --enable-offload (tens of minutes)
   golden                 run every insta snapshot test (`golden_*`); a changed snapshot fails
   golden --accept        run them and overwrite changed snapshots (review with `git diff`)
   bench scoring [--runs N] [--threads N] [--no-write]
@@ -58,6 +63,7 @@ fn run() -> Result<()> {
         "simulate" => simulate::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo(rest),
+        "bigmodel" => bigmodel::run(rest),
         "variants" => variants::run(rest),
         "detection" => detection::run(rest),
         "fuzz" => fuzz::run(rest),
@@ -104,14 +110,12 @@ fn golden(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The README's main job: a real verification on the smallest fixture model.
-fn demo(args: &[String]) -> Result<()> {
-    let model = fixtures::ensure_named("smollm2-135m")?;
+/// The `pot` binary, built exactly as the README's test command builds (`cargo test
+/// --workspace`): a narrower build (`cargo run -p pot-cli`) resolves other features for shared
+/// crates (memchr, once_cell: `default` comes in through dev-dependencies), which would compile
+/// burn twice.
+fn built_pot() -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let model = model.display().to_string();
-    // Built exactly as the README's test command builds (`cargo test --workspace`): a narrower
-    // build (`cargo run -p pot-cli`) resolves other features for shared crates (memchr,
-    // once_cell: `default` comes in through dev-dependencies), which would compile burn twice.
     let built = Command::new(&cargo)
         .args(["test", "--workspace", "--no-run", "--quiet"])
         .status()
@@ -122,7 +126,14 @@ fn demo(args: &[String]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| fixtures::workspace_root().join("target"));
-    let mut cmd = Command::new(target.join("debug").join("pot"));
+    Ok(target.join("debug").join("pot"))
+}
+
+/// The README's main job: a real verification on the smallest fixture model.
+fn demo(args: &[String]) -> Result<()> {
+    let model = fixtures::ensure_named("smollm2-135m")?;
+    let model = model.display().to_string();
+    let mut cmd = Command::new(built_pot()?);
     cmd.args(["verify", "--model1", &model, "--model2", &model]);
     if !args.iter().any(|a| a == "--mode") {
         cmd.args(["--mode", "quick"]);

@@ -51,13 +51,17 @@ pub fn convert_cmd(args: ConvertArgs) -> Result<u8, Failure> {
 }
 
 #[derive(Args)]
+#[command(after_help = format!(
+    "Architectures pot runs: {}. Any other is refused before loading, naming these.",
+    pot_formats::Architecture::SUPPORTED
+))]
 pub struct InspectArgs {
     /// A GGUF file or a Hugging Face directory.
     model: PathBuf,
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Also compute the TLSH fuzzy hash of the weights (reads every byte; ~60 MB/s).
+    /// Also compute the TLSH fuzzy hash of the weights (samples at most 1 GiB; ~110 MB/s).
     #[arg(long)]
     fuzzy: bool,
 }

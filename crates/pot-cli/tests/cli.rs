@@ -178,6 +178,28 @@ fn inspect_a_missing_model_says_what_to_do() {
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
 
+/// The architectures pot runs are listed where users look (`pot inspect --help`), and a model
+/// of another is refused before loading with the same list.
+#[test]
+fn supported_architectures_are_listed_and_others_refused_with_the_list() {
+    let help = stdout(&pot(&["inspect", "--help"]));
+    let supported = pot_formats::Architecture::SUPPORTED;
+    assert!(help.contains(supported), "{help}");
+    let dir = tempfile::tempdir().unwrap();
+    let gpt2 = tiny_model_with(
+        &dir.path().join("gpt2"),
+        |c| c["model_type"] = "gpt2".into(),
+        false,
+    );
+    let out = pot(&["inspect", &gpt2]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("gpt2") && stderr(&out).contains(supported),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A copy of a committed tiny transformers model (fixtures/transformers-parity) whose config
 /// `edit` changes, and optionally with an extra tensor appended to the safetensors file.
 fn tiny_model_with(dir: &Path, edit: impl FnOnce(&mut serde_json::Value), extra: bool) -> String {

@@ -127,11 +127,37 @@ fn write_all(
     edit: &mut impl FnMut(&str, &mut [f32]),
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<()> {
+    write_hf_metadata(dir, model.config(), &model.tokenizer()?, dtype)?;
+    let tensors: Vec<(String, Vec<usize>)> = model
+        .tensors()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        dtype,
+        &tensors,
+        "pot convert",
+        |i, name| {
+            let mut values = model.load_f32(name)?;
+            edit(name, &mut values);
+            progress(i + 1, tensors.len());
+            Ok(values)
+        },
+    )
+}
+
+/// The files of a Hugging Face directory beside the weights: config.json (refused where the
+/// configuration has no exact config.json), tokenizer.json and tokenizer_config.json.
+pub fn write_hf_metadata(
+    dir: &Path,
+    config: &crate::ModelConfig,
+    tokenizer: &crate::Tokenizer,
+    dtype: OutputDType,
+) -> Result<()> {
     let write_err = |path: &Path, e: &dyn std::fmt::Display| FormatError::Write {
         path: path.into(),
         reason: e.to_string(),
     };
-    let config = model.config();
     config.expressible_as_hf().map_err(|reason| {
         write_err(
             dir,
@@ -143,8 +169,6 @@ fn write_all(
         .expect("JSON values serialise");
     write_atomically(&config_path, config_json.as_bytes())
         .map_err(|e| write_err(&config_path, &e))?;
-
-    let tokenizer = model.tokenizer()?;
     let tok_path = dir.join("tokenizer.json");
     let tok_json = tokenizer.to_json().map_err(|e| write_err(&tok_path, &e))?;
     write_atomically(&tok_path, tok_json.as_bytes()).map_err(|e| write_err(&tok_path, &e))?;
@@ -155,23 +179,38 @@ fn write_all(
     });
     let tok_config_path = dir.join("tokenizer_config.json");
     write_atomically(&tok_config_path, tok_config.to_string().as_bytes())
-        .map_err(|e| write_err(&tok_config_path, &e))?;
+        .map_err(|e| write_err(&tok_config_path, &e))
+}
 
-    // Header first: every tensor's dtype, shape and byte range, in sorted name order.
-    let tensors: Vec<_> = model.tensors().cloned().collect();
+/// Writes a safetensors file of `tensors` (name, shape; written in this order, which should be
+/// sorted by name as safetensors readers expect) in `dtype`, asking `values(i, name)` for one
+/// tensor's f32 values at a time, so a file larger than memory can be written. Atomic: a
+/// failure leaves nothing at `path`. `pot convert` and `cargo xtask bigmodel` write this way.
+pub fn write_safetensors(
+    path: &Path,
+    dtype: OutputDType,
+    tensors: &[(String, Vec<usize>)],
+    written_by: &str,
+    mut values: impl FnMut(usize, &str) -> Result<Vec<f32>>,
+) -> Result<()> {
+    let write_err = |e: &dyn std::fmt::Display| FormatError::Write {
+        path: path.into(),
+        reason: e.to_string(),
+    };
+    // Header first: every tensor's dtype, shape and byte range.
     let mut header = serde_json::Map::new();
     header.insert(
         "__metadata__".into(),
-        serde_json::json!({ "format": "pt", "converted_by": "pot convert" }),
+        serde_json::json!({ "format": "pt", "converted_by": written_by }),
     );
     let mut offset = 0u64;
-    for t in &tensors {
-        let len = t.elements() * dtype.bytes() as u64;
+    for (name, shape) in tensors {
+        let len = shape.iter().map(|&d| d as u64).product::<u64>() * dtype.bytes() as u64;
         header.insert(
-            t.name.clone(),
+            name.clone(),
             serde_json::json!({
                 "dtype": dtype.safetensors_name(),
-                "shape": t.shape,
+                "shape": shape,
                 "data_offsets": [offset, offset + len],
             }),
         );
@@ -181,15 +220,19 @@ fn write_all(
     while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
-
-    let st_path = dir.join("model.safetensors");
-    let mut w = AtomicFile::create(&st_path).map_err(|e| write_err(&st_path, &e))?;
+    let mut w = AtomicFile::create(path).map_err(|e| write_err(&e))?;
     w.write_all(&(header_bytes.len() as u64).to_le_bytes())
         .and_then(|()| w.write_all(&header_bytes))
-        .map_err(|e| write_err(&st_path, &e))?;
-    for (i, t) in tensors.iter().enumerate() {
-        let mut values = model.load_f32(&t.name)?;
-        edit(&t.name, &mut values);
+        .map_err(|e| write_err(&e))?;
+    for (i, (name, shape)) in tensors.iter().enumerate() {
+        let values = values(i, name)?;
+        let expected: usize = shape.iter().product();
+        if values.len() != expected {
+            return Err(write_err(&format!(
+                "tensor `{name}` has {} values, its shape {shape:?} needs {expected}",
+                values.len()
+            )));
+        }
         let bytes: Vec<u8> = match dtype {
             OutputDType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             OutputDType::F16 => values
@@ -201,9 +244,8 @@ fn write_all(
                 .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
                 .collect(),
         };
-        w.write_all(&bytes).map_err(|e| write_err(&st_path, &e))?;
-        progress(i + 1, tensors.len());
+        w.write_all(&bytes).map_err(|e| write_err(&e))?;
     }
-    w.commit().map_err(|e| write_err(&st_path, &e))?;
+    w.commit().map_err(|e| write_err(&e))?;
     Ok(())
 }

@@ -60,7 +60,8 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    fn uniform(&mut self) -> f64 {
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
