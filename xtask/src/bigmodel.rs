@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use pot_formats::ModelConfig;
 use pot_formats::convert::{OutputDType, write_hf_metadata, write_safetensors};
 use pot_formats::variants::{SplitMix, seed_of};
-use pot_formats::{Architecture, ModelConfig, RopeScaling};
 use rayon::prelude::*;
 
 use crate::fixtures;
@@ -45,26 +45,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let smol = pot_formats::Model::open(fixtures::ensure_named("smollm2-135m")?)?;
     let tokenizer = smol.tokenizer()?;
     let config = ModelConfig {
-        architecture: Architecture::Llama,
-        hidden_size: HIDDEN,
-        intermediate_size: INTERMEDIATE,
-        num_hidden_layers: LAYERS,
-        num_attention_heads: HEADS,
-        num_key_value_heads: HEADS,
-        head_dim: HIDDEN / HEADS,
         vocab_size: smol.config().vocab_size,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::Default,
-        rms_norm_eps: 1e-5,
-        tie_word_embeddings: false,
-        sliding_window: None,
-        qkv_bias: false,
-        o_bias: false,
-        mlp_bias: false,
-        hidden_act: "silu".into(),
-        max_position_embeddings: 4096,
         bos_token_id: smol.config().bos_token_id,
         eos_token_id: smol.config().eos_token_id,
+        ..ModelConfig::llama(HIDDEN, INTERMEDIATE, LAYERS, HEADS, HEADS, 0)
     };
     let root = pot_formats::fixtures::cache_dir().join("bigmodel");
     let base = root.join("llama-7b-shaped");

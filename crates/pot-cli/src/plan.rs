@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
-use pot_formats::{Architecture, Model, ModelConfig, ModelDescription, RopeScaling};
+use pot_formats::{Model, ModelConfig, ModelDescription};
 use pot_memory_governor::{
     Estimate, Execution, Plan, Strategy, SystemMemory, Workload, estimates, plan,
 };
@@ -27,7 +27,13 @@ use crate::resources::ResourceArgs;
 /// higher, 2.1 / 3.3 / 2.3, its small matrices leave more to the rest). The rest is attention,
 /// norms, RoPE, the host log-softmax and, for streamed and int8, re-reading and dequantising
 /// every layer once per batch.
-const MEASURED_OVERHEAD: [(&str, f64); 3] = [("resident", 1.6), ("streamed", 2.3), ("int8", 2.1)];
+fn measured_overhead(strategy: &Strategy) -> f64 {
+    match strategy {
+        Strategy::Resident => 1.6,
+        Strategy::Streamed { .. } => 2.3,
+        Strategy::Int8 => 2.1,
+    }
+}
 /// Cold sequential read of model files on the build machine (docs/BENCHMARKS.md, hashing with
 /// the page cache dropped): a streamed model larger than the available memory is read from
 /// disk once per batch.
@@ -151,11 +157,7 @@ pub fn plan_cmd(args: PlanArgs) -> Result<u8, Failure> {
         2.0 * (block_parameters + c.vocab_size as u64 * c.hidden_size as u64) as f64;
     let uncached = system.is_some_and(|s| d.file_bytes > s.available_bytes);
     let seconds = |strategy: &Strategy| {
-        let overhead = MEASURED_OVERHEAD
-            .iter()
-            .find(|(name, _)| *name == kind(strategy))
-            .map_or(1.0, |(_, f)| *f);
-        let compute = flops_per_token * mean_tokens / (gflops * 1e9) * overhead;
+        let compute = flops_per_token * mean_tokens / (gflops * 1e9) * measured_overhead(strategy);
         let reading = match strategy {
             Strategy::Streamed { .. } if uncached => {
                 d.file_bytes as f64 / COLD_READ_BYTES_PER_S / work.batch_size as f64
@@ -169,7 +171,7 @@ pub fn plan_cmd(args: PlanArgs) -> Result<u8, Failure> {
         .map(|(strategy, e)| {
             let fits = budget.is_some_and(|b| e.total_bytes <= b);
             json!({
-                "strategy": kind(strategy),
+                "strategy": strategy.name(),
                 "estimate": e,
                 "fits": fits,
                 "flags": flags(strategy),
@@ -179,7 +181,7 @@ pub fn plan_cmd(args: PlanArgs) -> Result<u8, Failure> {
         .collect();
     let verify_plan = match &chosen {
         Ok(p) => json!({
-            "strategy": kind(&p.strategy),
+            "strategy": p.strategy.name(),
             "total_bytes": p.estimate.total_bytes,
             "execution_against_a_copy": Execution::of(p, p).describe(),
         }),
@@ -217,14 +219,6 @@ pub fn plan_cmd(args: PlanArgs) -> Result<u8, Failure> {
         Ok(_) => 0,
         Err(_) => exit::MEMORY,
     })
-}
-
-fn kind(strategy: &Strategy) -> &'static str {
-    match strategy {
-        Strategy::Resident => "resident",
-        Strategy::Streamed { .. } => "streamed",
-        Strategy::Int8 => "int8",
-    }
 }
 
 fn flags(strategy: &Strategy) -> &'static str {
@@ -306,7 +300,7 @@ fn print_table(
     match chosen {
         Ok(p) => println!(
             "pot verify with these flags: {} ({}); against a model of the same size: {}",
-            kind(&p.strategy),
+            p.strategy.name(),
             gb(p.estimate.total_bytes),
             r["verify"]["execution_against_a_copy"]
                 .as_str()
@@ -331,26 +325,5 @@ fn shape(name: &str) -> ModelConfig {
         "70b" => (8192, 28672, 80, 64, 8, 32000),
         other => unreachable!("clap only accepts the listed shapes, not {other}"),
     };
-    ModelConfig {
-        architecture: Architecture::Llama,
-        hidden_size: hidden,
-        intermediate_size: intermediate,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: kv_heads,
-        head_dim: hidden / heads,
-        vocab_size: vocab,
-        rope_theta: 10000.0,
-        rope_scaling: RopeScaling::Default,
-        rms_norm_eps: 1e-5,
-        tie_word_embeddings: false,
-        sliding_window: None,
-        qkv_bias: false,
-        o_bias: false,
-        mlp_bias: false,
-        hidden_act: "silu".into(),
-        max_position_embeddings: 4096,
-        bos_token_id: Some(1),
-        eos_token_id: Some(2),
-    }
+    ModelConfig::llama(hidden, intermediate, layers, heads, kv_heads, vocab)
 }

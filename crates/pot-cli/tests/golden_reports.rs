@@ -16,18 +16,6 @@ use serde_json::Value;
 /// One model run at a time: the tests share two cores and the Qwen pair needs ~10 GB.
 static HEAVY: Mutex<()> = Mutex::new(());
 
-/// A fixed key, so commitments and challenge ids are stable across runs.
-fn key_file(dir: &Path) -> String {
-    let path = dir.join("key.hex");
-    std::fs::write(&path, "5a".repeat(32)).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    path.display().to_string()
-}
-
 fn path_of(name: &str) -> String {
     model_path(name).display().to_string()
 }
@@ -37,7 +25,7 @@ fn path_of(name: &str) -> String {
 fn verify(dir: &Path, args: &[&str]) -> (Option<i32>, Value) {
     let report = dir.join("report.json");
     let page = dir.join("report.html");
-    let key = key_file(dir);
+    let key = common::key_file(dir, 0x5a);
     let mut all = vec!["verify", "--key-file", &key, "-q"];
     let (report_arg, page_arg) = (report.display().to_string(), page.display().to_string());
     all.extend_from_slice(args);
@@ -237,17 +225,14 @@ fn golden_report_smollm2_against_a_low_rank_update_is_different() {
     )
     .unwrap();
     drop(model);
-    let (code, r) = verify(
-        dir.path(),
-        &[
-            "--model1",
-            &reference.display().to_string(),
-            "--model2",
-            &variant.display().to_string(),
-            "--mode",
-            "quick",
-        ],
+    let (reference, variant) = (
+        reference.display().to_string(),
+        variant.display().to_string(),
     );
+    let pair = [
+        "--model1", &reference, "--model2", &variant, "--mode", "quick",
+    ];
+    let (code, r) = verify(dir.path(), &pair);
     assert_eq!(code, Some(1));
     assert_eq!(r["final_decision"], "DIFFERENT");
     assert!(r["enhanced_diff"]["n_effective"].as_u64().unwrap() <= 12);
@@ -263,19 +248,7 @@ fn golden_report_smollm2_against_a_low_rank_update_is_different() {
     // The same pair against a tolerance at its own mean score (0.0390 over these 48 challenges,
     // `pot calibrate -n 48 --run-id verify` with this key): the interval straddles γ until the
     // cap, UNDECIDED, and the report (and its page) shows why.
-    let (code, r) = verify(
-        dir.path(),
-        &[
-            "--model1",
-            &reference.display().to_string(),
-            "--model2",
-            &variant.display().to_string(),
-            "--mode",
-            "quick",
-            "--tolerance",
-            "0.039",
-        ],
-    );
+    let (code, r) = verify(dir.path(), &[&pair[..], &["--tolerance", "0.039"]].concat());
     assert_eq!(code, Some(3));
     assert_eq!(decision(&r), ("UNDECIDED", &Value::from(48)));
     let (lower, upper) = (
@@ -334,7 +307,7 @@ fn golden_report_different_tokenizers() {
 fn golden_report_against_saved_fingerprints() {
     let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path());
+    let key = common::key_file(dir.path(), 0x5a);
     let fp: PathBuf = dir.path().join("smol.potfp");
     let fp_arg = fp.display().to_string();
     let smol = path_of(SMOLLM2_135M);

@@ -2,24 +2,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::pot;
 use pot_challenge_kdf::{ChallengeSpec, MasterKey, generate};
 use pot_formats::fixtures::{QWEN_CODER_15B, SMOLLM2_135M, model_path};
 use pot_memory_governor::estimates;
 use serde_json::Value;
-
-fn key_file(dir: &Path) -> String {
-    let path = dir.join("key.hex");
-    std::fs::write(&path, "3c".repeat(32)).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    path.display().to_string()
-}
 
 fn plan_json(args: &[&str]) -> (Option<i32>, Value) {
     let out = pot(&[&["plan", "--json"], args].concat());
@@ -53,7 +40,7 @@ fn gb(bytes: u64) -> String {
 #[test]
 fn plan_figures_are_the_ones_verify_plans_with() {
     let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path());
+    let key = common::key_file(dir.path(), 0x3c);
     let smol = model_path(SMOLLM2_135M).display().to_string();
     let (code, plan) = plan_json(&[&smol, "--key-file", &key, "--mode", "quick"]);
     assert_eq!(code, Some(0), "{plan:#}");
@@ -144,7 +131,7 @@ fn plan_figures_are_the_ones_verify_plans_with() {
 #[test]
 fn a_70b_shape_is_planned_without_any_file() {
     let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path());
+    let key = common::key_file(dir.path(), 0x3c);
     let (code, plan) = plan_json(&[
         "--shape",
         "70b",
@@ -181,11 +168,7 @@ fn a_70b_shape_is_planned_without_any_file() {
     let work = pot_orchestrator::workload_without_tokenizer(&challenges, 4);
     assert_eq!(serde_json::to_value(work).unwrap(), plan["workload"]);
     for (strategy, estimate) in estimates(&description, &work) {
-        let name = match strategy {
-            pot_memory_governor::Strategy::Resident => "resident",
-            pot_memory_governor::Strategy::Streamed { .. } => "streamed",
-            pot_memory_governor::Strategy::Int8 => "int8",
-        };
+        let name = strategy.name();
         assert_eq!(total(&plan, name), estimate.total_bytes, "{name}");
     }
     // With 16 GB it streams.

@@ -91,12 +91,6 @@ fn verify_served(
     pot_env(&all, env)
 }
 
-fn key_file(dir: &Path) -> String {
-    let path = dir.join("k.key");
-    std::fs::write(&path, "5e".repeat(32)).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn a_served_model_is_verified_through_its_server() {
     let Some(python) = common::python_with("llama_cpp.server") else {
@@ -108,7 +102,7 @@ fn a_served_model_is_verified_through_its_server() {
     let dir = tempfile::tempdir().unwrap();
     let smol: PathBuf = model_path(SMOLLM2_135M);
     let server = start_server(&python, &smol, &dir.path().join("server.log"));
-    let key = key_file(dir.path());
+    let key = common::key_file(dir.path(), 0x5e);
     let secret = "pot-test-secret-api-key-7d1e";
     let out_path = dir.path().join("r.json");
     let out = verify_served(

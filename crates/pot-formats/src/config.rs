@@ -202,6 +202,41 @@ fn hf_defaults(model_type: &str) -> HfDefaults {
 }
 
 impl ModelConfig {
+    /// A LLaMA-2-style configuration of the given shape (RoPE θ 10000, RMSNorm ε 1e-5, SwiGLU,
+    /// untied head, no biases, context 4096, BOS 1 / EOS 2): the published 7B-70B shapes that
+    /// `pot plan --shape` sizes and `cargo xtask bigmodel` writes.
+    pub fn llama(
+        hidden_size: usize,
+        intermediate_size: usize,
+        num_hidden_layers: usize,
+        num_attention_heads: usize,
+        num_key_value_heads: usize,
+        vocab_size: usize,
+    ) -> Self {
+        Self {
+            architecture: Architecture::Llama,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim: hidden_size / num_attention_heads.max(1),
+            vocab_size,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::Default,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: false,
+            sliding_window: None,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            hidden_act: "silu".into(),
+            max_position_embeddings: 4096,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+        }
+    }
+
     pub fn from_hf_json(path: &Path, text: &str) -> Result<Self> {
         let invalid = |reason: String| FormatError::InvalidConfig {
             path: path.into(),

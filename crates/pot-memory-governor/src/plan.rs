@@ -64,6 +64,17 @@ pub enum Strategy {
     Int8,
 }
 
+impl Strategy {
+    /// The name the report (`strategy.kind`) and `pot plan` use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Resident => "resident",
+            Strategy::Streamed { .. } => "streamed",
+            Strategy::Int8 => "int8",
+        }
+    }
+}
+
 /// Estimated peak bytes of one model under one strategy, by part.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Estimate {

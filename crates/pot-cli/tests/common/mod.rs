@@ -114,3 +114,17 @@ pub fn screenshot(
         .map(str::to_string)
         .collect()
 }
+
+/// A key file of 32 bytes `byte` (hex, mode 0600) in `dir`: fixed keys make commitments and
+/// challenge ids stable across runs.
+#[allow(dead_code)] // not every test binary uses it
+pub fn key_file(dir: &std::path::Path, byte: u8) -> String {
+    let path = dir.join("key.hex");
+    std::fs::write(&path, format!("{byte:02x}").repeat(32)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path.display().to_string()
+}
