@@ -26,22 +26,55 @@ pub enum Architecture {
     /// Qwen3: the LLaMA block with an RMSNorm over each query and key head (`q_norm`, `k_norm`)
     /// before RoPE, and `head_dim` independent of the hidden size.
     Qwen3,
+    /// Gemma 3 (text): the embedding scaled by sqrt(hidden), RMSNorms multiplying by `1 + w`,
+    /// q/k norms, norms after attention and after the MLP as well as before, a GELU-gated MLP,
+    /// sliding-window layers with their own RoPE base between full-attention layers.
+    Gemma3,
+    /// Phi-3: the LLaMA block with q/k/v fused into one `qkv_proj` and gate/up into one
+    /// `gate_up_proj`.
+    Phi3,
+    /// Mixtral: the Mistral block with a sparse mixture of experts for the MLP (a router picks
+    /// the top-k experts per token; their outputs are summed, weighted by the renormalised
+    /// router probabilities).
+    Mixtral,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "llama, mistral, qwen2, qwen3";
+    pub const SUPPORTED: &'static str =
+        "llama, mistral, qwen2, qwen3, gemma3 (text), phi3, mixtral";
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3",
+            Architecture::Phi3 => "phi3",
+            Architecture::Mixtral => "mixtral",
         }
     }
 
     /// Whether each query and key head is RMS-normalised (with its own weight) before RoPE.
     pub fn qk_norm(self) -> bool {
-        self == Architecture::Qwen3
+        matches!(self, Architecture::Qwen3 | Architecture::Gemma3)
+    }
+
+    /// Whether the attention and MLP outputs are normalised again before the residual add
+    /// (Gemma's `post_attention_layernorm` / `post_feedforward_layernorm`); the MLP's input
+    /// norm is then `pre_feedforward_layernorm`.
+    pub fn sandwich_norms(self) -> bool {
+        self == Architecture::Gemma3
+    }
+
+    /// Whether the stored RMSNorm weights are `w` in `x * (1 + w)` (Gemma in Hugging Face
+    /// files; llama.cpp's converter stores `1 + w`). pot reads them as the multiplier `1 + w`.
+    pub fn norm_weight_offset(self) -> bool {
+        self == Architecture::Gemma3
+    }
+
+    /// Whether q/k/v and gate/up are stored fused (`qkv_proj`, `gate_up_proj`).
+    pub fn fused_projections(self) -> bool {
+        self == Architecture::Phi3
     }
 
     /// The architecture a config names, or an error naming the file and the supported ones.
@@ -60,6 +93,9 @@ impl Architecture {
             }
             "qwen2" | "qwen2forcausallm" => Some(Architecture::Qwen2),
             "qwen3" | "qwen3forcausallm" => Some(Architecture::Qwen3),
+            "gemma3" | "gemma3_text" | "gemma3forcausallm" => Some(Architecture::Gemma3),
+            "phi3" | "phi3forcausallm" => Some(Architecture::Phi3),
+            "mixtral" | "mixtralforcausallm" => Some(Architecture::Mixtral),
             _ => None,
         }
     }
@@ -71,6 +107,7 @@ const MAX_LAYERS: usize = 1_024;
 const MAX_HIDDEN: usize = 1 << 17;
 const MAX_HEADS: usize = 4_096;
 const MAX_VOCAB: usize = 1 << 22;
+const MAX_EXPERTS: usize = 1_024;
 
 /// Everything the forward pass computes with. [`ModelConfig::forward_parameters`] is what the
 /// architecture hash covers, so two files describing the same function hash equal.
@@ -90,13 +127,32 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
     /// Attention sees at most this many keys back (the query's own position included).
     pub sliding_window: Option<usize>,
+    /// Which layers the window applies to; `None`: every layer (Mistral). Gemma 3 alternates
+    /// sliding-window and full-attention layers.
+    #[serde(default)]
+    pub sliding_layers: Option<Vec<bool>>,
+    /// RoPE base of the sliding-window layers (default scaling), where it is not `rope_theta`
+    /// (Gemma 3's local layers).
+    #[serde(default)]
+    pub local_rope_theta: Option<f64>,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`
+    /// (Gemma 3).
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Experts per layer of a mixture-of-experts MLP (Mixtral); 0 for a dense MLP.
+    #[serde(default)]
+    pub num_experts: usize,
+    /// Experts each token is routed to.
+    #[serde(default)]
+    pub experts_per_token: usize,
     /// Biases on the q, k and v projections.
     pub qkv_bias: bool,
     /// Bias on the attention output projection.
     pub o_bias: bool,
     /// Biases on the gate, up and down projections.
     pub mlp_bias: bool,
-    /// The MLP's activation; only `silu` is implemented (others are refused).
+    /// The MLP's gate activation: `silu` (SwiGLU) or `gelu_tanh` (GELU, tanh approximation:
+    /// transformers' `gelu_pytorch_tanh` / `gelu_new`); others are refused.
     pub hidden_act: String,
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
@@ -165,16 +221,30 @@ struct HfDefaults {
     head_dim: Option<usize>,
     max_position_embeddings: usize,
     sliding_window: Option<usize>,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    tie_word_embeddings: bool,
 }
+
+/// LlamaConfig: num_key_value_heads=None -> num_attention_heads, max 2048, eps 1e-6, theta 1e4.
+const LLAMA_DEFAULTS: HfDefaults = HfDefaults {
+    num_key_value_heads: None,
+    head_dim: None,
+    max_position_embeddings: 2048,
+    sliding_window: None,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10_000.0,
+    tie_word_embeddings: false,
+};
 
 fn hf_defaults(model_type: &str) -> HfDefaults {
     match model_type {
         // MistralConfig: num_key_value_heads=8, max_position_embeddings=4096*32, sliding_window=4096.
         "mistral" => HfDefaults {
             num_key_value_heads: Some(8),
-            head_dim: None,
             max_position_embeddings: 4096 * 32,
             sliding_window: Some(4096),
+            ..LLAMA_DEFAULTS
         },
         // Qwen3Config: num_key_value_heads=32, head_dim=128 (not hidden / heads),
         // max_position_embeddings=32768.
@@ -182,22 +252,40 @@ fn hf_defaults(model_type: &str) -> HfDefaults {
             num_key_value_heads: Some(32),
             head_dim: Some(128),
             max_position_embeddings: 32768,
-            sliding_window: None,
+            ..LLAMA_DEFAULTS
         },
         // Qwen2Config: num_key_value_heads=32, max_position_embeddings=32768.
         "qwen2" => HfDefaults {
             num_key_value_heads: Some(32),
-            head_dim: None,
             max_position_embeddings: 32768,
-            sliding_window: None,
+            ..LLAMA_DEFAULTS
         },
-        // LlamaConfig: num_key_value_heads=None -> num_attention_heads, max 2048.
-        _ => HfDefaults {
-            num_key_value_heads: None,
-            head_dim: None,
-            max_position_embeddings: 2048,
-            sliding_window: None,
+        // Gemma3TextConfig: num_key_value_heads=4, head_dim=256, max 131072, sliding_window=4096,
+        // tie_word_embeddings=True, theta 1e6 (full layers; local layers 1e4).
+        "gemma3" => HfDefaults {
+            num_key_value_heads: Some(4),
+            head_dim: Some(256),
+            max_position_embeddings: 131_072,
+            sliding_window: Some(4096),
+            rms_norm_eps: 1e-6,
+            rope_theta: 1_000_000.0,
+            tie_word_embeddings: true,
         },
+        // Phi3Config: num_key_value_heads=None -> heads, max 4096, eps 1e-5, no window.
+        "phi3" => HfDefaults {
+            max_position_embeddings: 4096,
+            rms_norm_eps: 1e-5,
+            ..LLAMA_DEFAULTS
+        },
+        // MixtralConfig: num_key_value_heads=8, max 4096*32, eps 1e-5, theta 1e6, no window.
+        "mixtral" => HfDefaults {
+            num_key_value_heads: Some(8),
+            max_position_embeddings: 4096 * 32,
+            rms_norm_eps: 1e-5,
+            rope_theta: 1_000_000.0,
+            ..LLAMA_DEFAULTS
+        },
+        _ => LLAMA_DEFAULTS,
     }
 }
 
@@ -227,6 +315,11 @@ impl ModelConfig {
             rms_norm_eps: 1e-5,
             tie_word_embeddings: false,
             sliding_window: None,
+            sliding_layers: None,
+            local_rope_theta: None,
+            query_pre_attn_scalar: None,
+            num_experts: 0,
+            experts_per_token: 0,
             qkv_bias: false,
             o_bias: false,
             mlp_bias: false,
@@ -234,6 +327,24 @@ impl ModelConfig {
             max_position_embeddings: 4096,
             bos_token_id: Some(1),
             eos_token_id: Some(2),
+        }
+    }
+
+    /// Whether layer `layer` is one of the config's sliding-window ("local") layers (Gemma 3's
+    /// `layer_types`); with no per-layer types, none is.
+    pub fn is_local_layer(&self, layer: usize) -> bool {
+        self.sliding_layers
+            .as_ref()
+            .is_some_and(|l| l.get(layer).copied().unwrap_or(false))
+    }
+
+    /// The attention window of layer `layer`: the config's window on its local layers, or on
+    /// every layer where it has no per-layer types (Mistral).
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        let window = self.sliding_window?;
+        match &self.sliding_layers {
+            Some(_) => self.is_local_layer(layer).then_some(window),
+            None => Some(window),
         }
     }
 
@@ -253,14 +364,23 @@ impl ModelConfig {
             .and_then(Json::as_str)
             .or_else(|| json.get("architectures")?.get(0)?.as_str())
             .ok_or_else(|| invalid("neither model_type nor architectures is set".into()))?;
+        if arch_name == "gemma3" || arch_name == "Gemma3ForConditionalGeneration" {
+            return Err(unsupported(
+                path,
+                "model_type",
+                &json!(arch_name),
+                "the multimodal Gemma 3 checkpoint (vision tower, `language_model.` names) is \
+                 not implemented; its text model (`gemma3_text`, Gemma3ForCausalLM) is",
+            ));
+        }
         let architecture = Architecture::parse(path, arch_name)?;
         let model_type = match arch_name.to_ascii_lowercase().as_str() {
             "mistral" | "mistralforcausallm" => "mistral",
-            "qwen2" | "qwen2forcausallm" => "qwen2",
-            "qwen3" | "qwen3forcausallm" => "qwen3",
-            _ => "llama",
+            _ if architecture == Architecture::Llama => "llama",
+            _ => architecture.name(),
         };
         let defaults = hf_defaults(model_type);
+        let gemma = architecture == Architecture::Gemma3;
 
         let hidden_size = keys.usize("hidden_size")?;
         let num_attention_heads = keys.usize("num_attention_heads")?;
@@ -277,16 +397,27 @@ impl ModelConfig {
         let max_position_embeddings = keys
             .usize_opt("max_position_embeddings")?
             .unwrap_or(defaults.max_position_embeddings);
+        let num_hidden_layers = keys.usize("num_hidden_layers")?;
 
-        let hidden_act = match keys.present("hidden_act") {
-            None => "silu".to_string(),
+        // Gemma names the key `hidden_activation` (default gelu_pytorch_tanh); the others
+        // `hidden_act` (default silu).
+        let (act_key, act_default) = if gemma {
+            ("hidden_activation", "gelu_tanh")
+        } else {
+            ("hidden_act", "silu")
+        };
+        let hidden_act = match keys.present(act_key) {
+            None => act_default.to_string(),
             Some(Json::String(s)) if s == "silu" || s == "swish" => "silu".to_string(),
+            Some(Json::String(s)) if s == "gelu_pytorch_tanh" || s == "gelu_new" => {
+                "gelu_tanh".to_string()
+            }
             Some(other) => {
                 return Err(unsupported(
                     path,
-                    "hidden_act",
+                    act_key,
                     other,
-                    "only silu (SwiGLU) is implemented for the LLaMA family",
+                    "implemented gate activations: silu (SwiGLU) and gelu_pytorch_tanh / gelu_new",
                 ));
             }
         };
@@ -297,7 +428,7 @@ impl ModelConfig {
                 path,
                 "partial_rotary_factor",
                 &json!(factor),
-                "RoPE over part of each head is not implemented for the LLaMA family",
+                "RoPE over part of each head is not implemented",
             ));
         }
         for key in ["pretraining_tp"] {
@@ -314,9 +445,38 @@ impl ModelConfig {
                 ));
             }
         }
+        // Gemma 2's soft-capping (null in Gemma 3 configs) and bidirectional attention change
+        // the function: refused rather than ignored.
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(v) = keys.present(key) {
+                return Err(unsupported(
+                    path,
+                    key,
+                    v,
+                    "logit soft-capping is not implemented",
+                ));
+            }
+        }
+        if keys.bool_opt("use_bidirectional_attention")? == Some(true) {
+            return Err(unsupported(
+                path,
+                "use_bidirectional_attention",
+                &json!(true),
+                "pot scores causal language models only",
+            ));
+        }
 
-        let (rope_theta, rope_scaling) = hf_rope(&keys, max_position_embeddings)?;
+        let rope = if gemma {
+            gemma_rope(&keys, max_position_embeddings)?
+        } else {
+            let (theta, scaling) = hf_rope(&keys, max_position_embeddings, defaults.rope_theta)?;
+            (theta, scaling, None)
+        };
+        let (rope_theta, rope_scaling, local_rope_theta) = rope;
 
+        let mut sliding_layers = None;
+        let mut query_pre_attn_scalar = None;
+        let (mut num_experts, mut experts_per_token) = (0, 0);
         let (qkv_bias, o_bias, mlp_bias, sliding_window) = match model_type {
             // LlamaAttention / LlamaMLP: bias = config.attention_bias / config.mlp_bias.
             "llama" => {
@@ -324,14 +484,33 @@ impl ModelConfig {
                 let mlp = keys.bool_opt("mlp_bias")?.unwrap_or(false);
                 (attention, attention, mlp, None)
             }
-            // MistralAttention: no biases; the window applies to every layer.
-            "mistral" => {
+            // MistralAttention / Phi3Attention / MixtralAttention: no biases; a window (where
+            // set) applies to every layer.
+            "mistral" | "phi3" | "mixtral" => {
                 let window = if json.contains_key("sliding_window") {
                     keys.usize_opt("sliding_window")?
                 } else {
                     defaults.sliding_window
                 };
+                if model_type == "mixtral" {
+                    num_experts = keys.usize("num_local_experts")?;
+                    experts_per_token = keys.usize("num_experts_per_tok")?;
+                }
                 (false, false, false, window)
+            }
+            // Gemma3Attention: q/k/v/o biases with attention_bias; the window on the layers
+            // `layer_types` marks sliding_attention (default: five of every six).
+            "gemma3" => {
+                let attention = keys.bool_opt("attention_bias")?.unwrap_or(false);
+                let window = if json.contains_key("sliding_window") {
+                    keys.usize_opt("sliding_window")?
+                } else {
+                    defaults.sliding_window
+                };
+                sliding_layers = Some(gemma_layer_types(&keys, num_hidden_layers)?);
+                query_pre_attn_scalar =
+                    Some(keys.f64_opt("query_pre_attn_scalar")?.unwrap_or(256.0));
+                (attention, attention, false, window)
             }
             // Qwen2Attention: q, k, v biases; Qwen3Attention: q, k, v, o biases with
             // attention_bias. Both: a window only with use_sliding_window.
@@ -367,18 +546,25 @@ impl ModelConfig {
             architecture,
             hidden_size,
             intermediate_size: keys.usize("intermediate_size")?,
-            num_hidden_layers: keys.usize("num_hidden_layers")?,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             vocab_size: keys.usize("vocab_size")?,
             rope_theta,
             rope_scaling,
-            // 1e-6 in LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config.
-            rms_norm_eps: keys.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
-            // False in LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config.
-            tie_word_embeddings: keys.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+            rms_norm_eps: keys
+                .f64_opt("rms_norm_eps")?
+                .unwrap_or(defaults.rms_norm_eps),
+            tie_word_embeddings: keys
+                .bool_opt("tie_word_embeddings")?
+                .unwrap_or(defaults.tie_word_embeddings),
             sliding_window,
+            sliding_layers,
+            local_rope_theta,
+            query_pre_attn_scalar,
+            num_experts,
+            experts_per_token,
             qkv_bias,
             o_bias,
             mlp_bias,
@@ -474,11 +660,28 @@ impl ModelConfig {
         let rope_scaling = gguf_rope(file, arch_name, max_position_embeddings)?;
         // Biases are optional tensors in llama.cpp's llama and qwen2 graphs: present means used.
         let has = |t: &str| file.tensor(&format!("blk.0.{t}")).is_some();
+        let num_hidden_layers = num("block_count")?;
+        let gemma = architecture == Architecture::Gemma3;
+        // llama.cpp's gemma3 graph (llama-model.cpp): `set_swa_pattern(6)` (layer i slides
+        // unless i % 6 == 5), the sliding layers' RoPE base fixed at 10000, and the query scale
+        // 1/sqrt(head_dim) except for the 27B (62 layers), which uses 1/sqrt(hidden / heads).
+        let sliding_layers = gemma.then(|| {
+            (0..num_hidden_layers)
+                .map(|i| i % 6 < 5)
+                .collect::<Vec<_>>()
+        });
+        let query_pre_attn_scalar = gemma.then(|| {
+            if num_hidden_layers == 62 {
+                (hidden_size / num_attention_heads.max(1)) as f64
+            } else {
+                head_dim as f64
+            }
+        });
         let config = Self {
             architecture,
             hidden_size,
             intermediate_size: num("feed_forward_length")?,
-            num_hidden_layers: num("block_count")?,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads: num_opt("attention.head_count_kv")?.unwrap_or(num_attention_heads),
             head_dim,
@@ -495,10 +698,15 @@ impl ModelConfig {
             })?,
             tie_word_embeddings: file.tensor("output.weight").is_none(),
             sliding_window: num_opt("attention.sliding_window")?,
+            sliding_layers,
+            local_rope_theta: gemma.then_some(10_000.0),
+            query_pre_attn_scalar,
+            num_experts: 0,
+            experts_per_token: 0,
             qkv_bias: has("attn_q.bias"),
             o_bias: has("attn_output.bias"),
             mlp_bias: has("ffn_up.bias"),
-            hidden_act: "silu".into(),
+            hidden_act: if gemma { "gelu_tanh" } else { "silu" }.into(),
             max_position_embeddings,
             bos_token_id: file
                 .get("tokenizer.ggml.bos_token_id")
@@ -564,6 +772,49 @@ impl ModelConfig {
         if self.sliding_window == Some(0) {
             return invalid("sliding_window 0 would attend to nothing".into());
         }
+        if let Some(layers) = &self.sliding_layers
+            && layers.len() != self.num_hidden_layers
+        {
+            return invalid(format!(
+                "{} layer types for {} layers",
+                layers.len(),
+                self.num_hidden_layers
+            ));
+        }
+        if let Some(theta) = self.local_rope_theta
+            && (theta.is_nan() || theta <= 1.0)
+        {
+            return invalid(format!("the local RoPE base {theta} must be above 1"));
+        }
+        if let Some(scalar) = self.query_pre_attn_scalar
+            && !(scalar.is_finite() && scalar > 0.0)
+        {
+            return invalid(format!("query_pre_attn_scalar {scalar} must be positive"));
+        }
+        if !matches!(self.hidden_act.as_str(), "silu" | "gelu_tanh") {
+            return invalid(format!(
+                "activation `{}` is not implemented",
+                self.hidden_act
+            ));
+        }
+        let moe = self.architecture == Architecture::Mixtral;
+        if moe != (self.num_experts > 0) {
+            return invalid(format!(
+                "{} experts for a {} model",
+                self.num_experts,
+                self.architecture.name()
+            ));
+        }
+        if moe
+            && (self.num_experts > MAX_EXPERTS
+                || self.experts_per_token == 0
+                || self.experts_per_token > self.num_experts)
+        {
+            return invalid(format!(
+                "{} experts per token out of {} (pot accepts 1..=experts, at most {MAX_EXPERTS} experts)",
+                self.experts_per_token, self.num_experts
+            ));
+        }
         Ok(())
     }
 
@@ -599,7 +850,7 @@ impl ModelConfig {
                 "attention_factor": f(*attention_factor), "truncate": truncate,
             }),
         };
-        json!({
+        let mut out = json!({
             "architecture": self.architecture.name(),
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -617,7 +868,23 @@ impl ModelConfig {
             "o_bias": self.o_bias,
             "mlp_bias": self.mlp_bias,
             "hidden_act": self.hidden_act,
-        })
+        });
+        // Keys of the newer architectures, written only where set, so the hashes of models
+        // without them are what they were before these keys existed.
+        if let Some(layers) = &self.sliding_layers {
+            out["sliding_layers"] = json!(layers);
+        }
+        if let Some(theta) = self.local_rope_theta {
+            out["local_rope_theta"] = f(theta);
+        }
+        if let Some(scalar) = self.query_pre_attn_scalar {
+            out["query_pre_attn_scalar"] = f(scalar);
+        }
+        if self.num_experts > 0 {
+            out["num_experts"] = json!(self.num_experts);
+            out["experts_per_token"] = json!(self.experts_per_token);
+        }
+        out
     }
 
     /// A Hugging Face config.json for this configuration (what `pot convert` writes), in the
@@ -627,6 +894,8 @@ impl ModelConfig {
             Architecture::Llama => ("LlamaForCausalLM", "llama"),
             Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
             Architecture::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+            // Refused by expressible_as_hf before anything is written.
+            other => ("", other.name()),
         };
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::Default => Json::Null,
@@ -675,6 +944,10 @@ impl ModelConfig {
             Architecture::Qwen3 if self.qkv_bias != self.o_bias || self.mlp_bias => Err(
                 "a qwen3 config.json sets q/k/v/o biases with one key and has no MLP bias".into(),
             ),
+            Architecture::Gemma3 | Architecture::Phi3 | Architecture::Mixtral => Err(format!(
+                "pot convert writes llama, qwen2 and qwen3 configs; {} is not one of them",
+                self.architecture.name()
+            )),
             _ if self.sliding_window.is_some() => Err(format!(
                 "sliding window {:?} has no key in a {} config.json",
                 self.sliding_window,
@@ -697,7 +970,11 @@ fn unsupported(path: &Path, key: &str, value: &Json, reason: &str) -> FormatErro
 /// RoPE base and scaling from config.json: transformers 5.x's `rope_parameters` (theta inside)
 /// or 4.x's top-level `rope_theta` with an optional `rope_scaling` object (`rope_type`, or the
 /// older `type`). Both layouts at once must agree.
-fn hf_rope(keys: &HfKeys, max_position_embeddings: usize) -> Result<(f64, RopeScaling)> {
+fn hf_rope(
+    keys: &HfKeys,
+    max_position_embeddings: usize,
+    default_theta: f64,
+) -> Result<(f64, RopeScaling)> {
     let path = keys.path;
     let top_theta = keys.f64_opt("rope_theta")?;
     let params = keys.present("rope_parameters");
@@ -724,8 +1001,7 @@ fn hf_rope(keys: &HfKeys, max_position_embeddings: usize) -> Result<(f64, RopeSc
         (None, Some(s)) => (top_theta, "rope_scaling", Some(object("rope_scaling", s)?)),
         (None, None) => (top_theta, "rope_scaling", None),
     };
-    // LlamaConfig, MistralConfig and Qwen2Config default rope_theta to 10000.0.
-    let theta = theta.unwrap_or(10_000.0);
+    let theta = theta.unwrap_or(default_theta);
     let Some(scaling) = scaling else {
         return Ok((theta, RopeScaling::Default));
     };
@@ -733,6 +1009,17 @@ fn hf_rope(keys: &HfKeys, max_position_embeddings: usize) -> Result<(f64, RopeSc
         path,
         json: &scaling,
     };
+    // transformers 5.x keeps Phi-3's partial_rotary_factor inside rope_parameters.
+    if let Some(factor) = s.f64_opt("partial_rotary_factor")?
+        && factor != 1.0
+    {
+        return Err(unsupported(
+            path,
+            &format!("{scaling_key}.partial_rotary_factor"),
+            &json!(factor),
+            "RoPE over part of each head is not implemented",
+        ));
+    }
     let rope_type = scaling
         .get("rope_type")
         .or_else(|| scaling.get("type"))
@@ -812,6 +1099,88 @@ fn hf_rope(keys: &HfKeys, max_position_embeddings: usize) -> Result<(f64, RopeSc
         }
     };
     Ok((theta, scaling))
+}
+
+/// Gemma 3's two RoPEs: (full-attention theta, its scaling, sliding-window theta). transformers
+/// 5.x: `rope_parameters` = {"full_attention": {...}, "sliding_attention": {...}}; 4.x:
+/// `rope_theta` (default 1e6) and `rope_scaling` for the full layers, `rope_local_base_freq`
+/// (default 1e4) for the sliding ones. The sliding layers' RoPE must be unscaled.
+fn gemma_rope(
+    keys: &HfKeys,
+    max_position_embeddings: usize,
+) -> Result<(f64, RopeScaling, Option<f64>)> {
+    let path = keys.path;
+    let by_layer_type = keys
+        .present("rope_parameters")
+        .and_then(Json::as_object)
+        .filter(|p| p.contains_key("full_attention") || p.contains_key("sliding_attention"));
+    let (full, local) = match by_layer_type {
+        Some(p) => {
+            // Each layer type's object read as if it were the top-level rope_parameters.
+            let one = |layer_type: &str, default_theta: f64| {
+                let mut wrapper = Map::new();
+                if let Some(v) = p.get(layer_type) {
+                    wrapper.insert("rope_parameters".into(), v.clone());
+                }
+                hf_rope(
+                    &HfKeys {
+                        path,
+                        json: &wrapper,
+                    },
+                    max_position_embeddings,
+                    default_theta,
+                )
+            };
+            (one("full_attention", 1e6)?, one("sliding_attention", 1e4)?)
+        }
+        None => {
+            let full = hf_rope(keys, max_position_embeddings, 1e6)?;
+            let local = keys.f64_opt("rope_local_base_freq")?.unwrap_or(1e4);
+            (full, (local, RopeScaling::Default))
+        }
+    };
+    if local.1 != RopeScaling::Default {
+        return Err(unsupported(
+            path,
+            "rope_parameters.sliding_attention.rope_type",
+            &json!(local.1.name()),
+            "scaled RoPE on Gemma's sliding-window layers is not implemented",
+        ));
+    }
+    Ok((full.0, full.1, Some(local.0)))
+}
+
+/// Which layers of a Gemma 3 config use the sliding window: `layer_types`, else transformers'
+/// default of every layer but each `sliding_window_pattern`-th (default 6).
+fn gemma_layer_types(keys: &HfKeys, layers: usize) -> Result<Vec<bool>> {
+    if let Some(types) = keys.present("layer_types") {
+        let types = types
+            .as_array()
+            .filter(|t| t.len() == layers)
+            .ok_or_else(|| {
+                keys.invalid(format!(
+                    "`layer_types` is not a list of {layers} layer types"
+                ))
+            })?;
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(unsupported(
+                    keys.path,
+                    "layer_types",
+                    t,
+                    "layer types are sliding_attention or full_attention",
+                )),
+            })
+            .collect();
+    }
+    let pattern = keys
+        .usize_opt("sliding_window_pattern")?
+        .unwrap_or(6)
+        .max(1);
+    Ok((0..layers).map(|i| (i + 1) % pattern != 0).collect())
 }
 
 /// RoPE scaling from GGUF metadata (`*.rope.scaling.type` and friends; older files have

@@ -46,6 +46,9 @@ struct Location {
     start: usize,
     /// llama.cpp stored this tensor's rows permuted for interleaved RoPE (see names.rs).
     permuted_heads: Option<usize>,
+    /// A Gemma RMSNorm weight stored as `w` of `x * (1 + w)`: read as `1 + w`, the multiplier
+    /// llama.cpp's converter stores (transformers adds 1 in f32 too, so both read identically).
+    plus_one: bool,
 }
 
 enum Files {
@@ -93,7 +96,7 @@ impl Model {
         let permute = config.architecture == Architecture::Llama;
         let mut tensors = BTreeMap::new();
         for t in &file.tensors {
-            let Some(name) = hf_name_of_gguf(&t.name) else {
+            let Some(name) = hf_name_of_gguf(&t.name, config.architecture) else {
                 return Err(FormatError::UnusedTensor {
                     path: path.into(),
                     tensor: t.name.clone(),
@@ -122,6 +125,7 @@ impl Model {
                     file: 0,
                     start: t.start,
                     permuted_heads,
+                    plus_one: false,
                 },
             );
         }
@@ -190,6 +194,8 @@ impl Model {
                     }
                 })?;
                 let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+                let plus_one =
+                    config.architecture.norm_weight_offset() && name.ends_with("norm.weight");
                 let info = TensorInfo {
                     name: name.clone(),
                     dtype,
@@ -203,6 +209,7 @@ impl Model {
                         file: i,
                         start,
                         permuted_heads: None,
+                        plus_one,
                     },
                 );
             }
@@ -340,6 +347,9 @@ impl Model {
             let cols = loc.info.shape.get(1).copied().unwrap_or(1);
             out = unpermute_rope_rows(&out, rows, cols, heads);
         }
+        if loc.plus_one {
+            out.iter_mut().for_each(|w| *w += 1.0);
+        }
         Ok(out)
     }
 
@@ -352,7 +362,10 @@ impl Model {
         let (per_block, block_bytes) = info.dtype.block();
         // GGUF rows are whole blocks; RoPE-permuted tensors (q/k) are never read by rows.
         assert!(
-            loc.permuted_heads.is_none() && cols % per_block == 0 && rows.end <= n_rows,
+            loc.permuted_heads.is_none()
+                && !loc.plus_one
+                && cols % per_block == 0
+                && rows.end <= n_rows,
             "row read of {name}: rows {rows:?} of {n_rows}, {cols} columns"
         );
         let row_bytes = cols / per_block * block_bytes;
@@ -432,7 +445,8 @@ impl Model {
 /// Tensors (internal name, shape) an architecture requires.
 pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (h, kv) = (c.hidden_size, c.num_key_value_heads * c.head_dim);
-    let q = c.num_attention_heads * c.head_dim;
+    let (q, ffn) = (c.num_attention_heads * c.head_dim, c.intermediate_size);
+    let arch = c.architecture;
     let mut out = vec![
         (
             "model.embed_tokens.weight".to_string(),
@@ -447,14 +461,35 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         out.push((p("input_layernorm.weight"), vec![h]));
         out.push((p("post_attention_layernorm.weight"), vec![h]));
-        out.push((p("self_attn.q_proj.weight"), vec![q, h]));
-        out.push((p("self_attn.k_proj.weight"), vec![kv, h]));
-        out.push((p("self_attn.v_proj.weight"), vec![kv, h]));
+        if arch.sandwich_norms() {
+            out.push((p("pre_feedforward_layernorm.weight"), vec![h]));
+            out.push((p("post_feedforward_layernorm.weight"), vec![h]));
+        }
+        if arch.fused_projections() {
+            out.push((p("self_attn.qkv_proj.weight"), vec![q + 2 * kv, h]));
+        } else {
+            out.push((p("self_attn.q_proj.weight"), vec![q, h]));
+            out.push((p("self_attn.k_proj.weight"), vec![kv, h]));
+            out.push((p("self_attn.v_proj.weight"), vec![kv, h]));
+        }
         out.push((p("self_attn.o_proj.weight"), vec![h, q]));
-        out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, h]));
-        out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, h]));
-        out.push((p("mlp.down_proj.weight"), vec![h, c.intermediate_size]));
-        if c.architecture.qk_norm() {
+        if c.num_experts > 0 {
+            out.push((p("block_sparse_moe.gate.weight"), vec![c.num_experts, h]));
+            for e in 0..c.num_experts {
+                let x = |w: &str| p(&format!("block_sparse_moe.experts.{e}.{w}.weight"));
+                out.push((x("w1"), vec![ffn, h]));
+                out.push((x("w2"), vec![h, ffn]));
+                out.push((x("w3"), vec![ffn, h]));
+            }
+        } else if arch.fused_projections() {
+            out.push((p("mlp.gate_up_proj.weight"), vec![2 * ffn, h]));
+            out.push((p("mlp.down_proj.weight"), vec![h, ffn]));
+        } else {
+            out.push((p("mlp.gate_proj.weight"), vec![ffn, h]));
+            out.push((p("mlp.up_proj.weight"), vec![ffn, h]));
+            out.push((p("mlp.down_proj.weight"), vec![h, ffn]));
+        }
+        if arch.qk_norm() {
             out.push((p("self_attn.q_norm.weight"), vec![c.head_dim]));
             out.push((p("self_attn.k_norm.weight"), vec![c.head_dim]));
         }
@@ -467,8 +502,8 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             out.push((p("self_attn.o_proj.bias"), vec![h]));
         }
         if c.mlp_bias {
-            out.push((p("mlp.gate_proj.bias"), vec![c.intermediate_size]));
-            out.push((p("mlp.up_proj.bias"), vec![c.intermediate_size]));
+            out.push((p("mlp.gate_proj.bias"), vec![ffn]));
+            out.push((p("mlp.up_proj.bias"), vec![ffn]));
             out.push((p("mlp.down_proj.bias"), vec![h]));
         }
     }

@@ -1,8 +1,13 @@
 //! One internal tensor naming (the Hugging Face names), the mapping from GGUF names, and
 //! llama.cpp's row permutation of Q/K for rotary embeddings.
 
-/// The internal (Hugging Face) name of a GGUF tensor, or `None` for a name pot does not use.
-pub fn hf_name_of_gguf(name: &str) -> Option<String> {
+use crate::config::Architecture;
+
+/// The internal (Hugging Face) name of a GGUF tensor of architecture `arch`, or `None` for a
+/// name pot does not use. llama.cpp's names differ by architecture in two places: Gemma's
+/// `ffn_norm` is its pre-MLP norm (LLaMA's is `post_attention_layernorm`), and Phi-3's fused
+/// `attn_qkv` / `ffn_up` hold q/k/v and gate/up.
+pub fn hf_name_of_gguf(name: &str, arch: Architecture) -> Option<String> {
     match name {
         "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
         "output_norm.weight" => return Some("model.norm.weight".into()),
@@ -13,15 +18,22 @@ pub fn hf_name_of_gguf(name: &str) -> Option<String> {
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = part.rsplit_once('.')?;
+    let gemma = arch == Architecture::Gemma3;
+    let phi3 = arch == Architecture::Phi3;
     let hf = match module {
         "attn_norm" => "input_layernorm",
+        "ffn_norm" if gemma => "pre_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
+        "post_attention_norm" if gemma => "post_attention_layernorm",
+        "post_ffw_norm" if gemma => "post_feedforward_layernorm",
+        "attn_qkv" if phi3 => "self_attn.qkv_proj",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
         "attn_output" => "self_attn.o_proj",
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
+        "ffn_up" if phi3 => "mlp.gate_up_proj",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
@@ -77,18 +89,53 @@ mod tests {
     #[test]
     fn gguf_names_map_to_hf_names() {
         assert_eq!(
-            hf_name_of_gguf("blk.12.attn_q.weight").as_deref(),
+            hf_name_of_gguf("blk.12.attn_q.weight", Architecture::Llama).as_deref(),
             Some("model.layers.12.self_attn.q_proj.weight")
         );
         assert_eq!(
-            hf_name_of_gguf("blk.0.attn_k.bias").as_deref(),
+            hf_name_of_gguf("blk.0.attn_k.bias", Architecture::Llama).as_deref(),
             Some("model.layers.0.self_attn.k_proj.bias")
         );
         assert_eq!(
-            hf_name_of_gguf("output.weight").as_deref(),
+            hf_name_of_gguf("output.weight", Architecture::Llama).as_deref(),
             Some("lm_head.weight")
         );
-        assert_eq!(hf_name_of_gguf("blk.x.attn_q.weight"), None);
+        assert_eq!(
+            hf_name_of_gguf("blk.x.attn_q.weight", Architecture::Llama),
+            None
+        );
+        // Where llama.cpp's names mean other things per architecture.
+        for (arch, gguf, hf) in [
+            (Architecture::Llama, "ffn_norm", "post_attention_layernorm"),
+            (
+                Architecture::Gemma3,
+                "ffn_norm",
+                "pre_feedforward_layernorm",
+            ),
+            (
+                Architecture::Gemma3,
+                "post_attention_norm",
+                "post_attention_layernorm",
+            ),
+            (
+                Architecture::Gemma3,
+                "post_ffw_norm",
+                "post_feedforward_layernorm",
+            ),
+            (Architecture::Phi3, "attn_qkv", "self_attn.qkv_proj"),
+            (Architecture::Phi3, "ffn_up", "mlp.gate_up_proj"),
+            (Architecture::Llama, "ffn_up", "mlp.up_proj"),
+        ] {
+            assert_eq!(
+                hf_name_of_gguf(&format!("blk.3.{gguf}.weight"), arch),
+                Some(format!("model.layers.3.{hf}.weight")),
+                "{arch:?} {gguf}"
+            );
+        }
+        assert_eq!(
+            hf_name_of_gguf("blk.0.post_ffw_norm.weight", Architecture::Llama),
+            None
+        );
         assert_eq!(layer_of("model.layers.7.mlp.up_proj.weight"), Some(7));
     }
 

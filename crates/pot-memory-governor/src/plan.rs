@@ -382,25 +382,14 @@ mod tests {
     fn qwen_15b() -> ModelDescription {
         let config = ModelConfig {
             architecture: Architecture::Qwen2,
-            hidden_size: 1536,
-            intermediate_size: 8960,
-            num_hidden_layers: 28,
-            num_attention_heads: 12,
-            num_key_value_heads: 2,
-            head_dim: 128,
-            vocab_size: 151_936,
             rope_theta: 1e6,
-            rope_scaling: pot_formats::RopeScaling::Default,
             rms_norm_eps: 1e-6,
             tie_word_embeddings: true,
-            sliding_window: None,
             qkv_bias: true,
-            o_bias: false,
-            mlp_bias: false,
-            hidden_act: "silu".into(),
             max_position_embeddings: 32768,
             bos_token_id: None,
             eos_token_id: None,
+            ..ModelConfig::llama(1536, 8960, 28, 12, 2, 151_936)
         };
         let (h, kv) = (1536u64, 256u64);
         let layer = 2 * h * h + 2 * kv * h + 3 * 8960 * h + 2 * h + h + 2 * kv;

@@ -13,13 +13,14 @@
 //! dequantised per layer (see `weights`); the output head always runs in row chunks into host
 //! buffers, so no `[positions, vocab]` tensor exists on the device at once.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::{gelu_approximate, silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
-use pot_formats::{Model, ModelConfig};
+use pot_formats::{Architecture, Model, ModelConfig, RopeScaling};
 use rayon::prelude::*;
 
 use crate::error::ScoringError;
@@ -79,18 +80,38 @@ struct Block {
     bq: Option<Tensor<1>>,
     bk: Option<Tensor<1>>,
     bv: Option<Tensor<1>>,
-    /// Qwen3's per-head RMSNorm weights of queries and keys (`[head_dim]`).
+    /// Per-head RMSNorm weights of queries and keys (`[head_dim]`; Qwen3, Gemma 3).
     q_norm: Option<Tensor<1>>,
     k_norm: Option<Tensor<1>>,
     wo: Tensor<2>,
     bo: Option<Tensor<1>>,
+    /// Gemma: the attention output normalised before the residual add.
+    post_attn_norm: Option<Tensor<1>>,
+    /// The MLP's input norm.
     ffn_norm: Tensor<1>,
-    w_gate: Tensor<2>,
-    w_up: Tensor<2>,
-    w_down: Tensor<2>,
+    /// Gemma: the MLP output normalised before the residual add.
+    post_ffn_norm: Option<Tensor<1>>,
+    mlp: Mlp,
+}
+
+/// A gated MLP: `down · (act(gate · x) ⊙ up · x)`.
+struct Ffn {
+    gate: Tensor<2>,
+    up: Tensor<2>,
+    down: Tensor<2>,
     b_gate: Option<Tensor<1>>,
     b_up: Option<Tensor<1>>,
     b_down: Option<Tensor<1>>,
+}
+
+enum Mlp {
+    Dense(Ffn),
+    /// Mixtral's sparse mixture: the router (`[hidden, experts]`) and the experts, or no
+    /// experts when streamed: each is then read from the source only if a token routes to it.
+    Experts {
+        router: Tensor<2>,
+        experts: Vec<Ffn>,
+    },
 }
 
 /// Rows of the output head per chunk: the head over a large vocabulary is never one f32 matrix.
@@ -173,43 +194,125 @@ fn head_name(config: &ModelConfig) -> &'static str {
 
 const EMBEDDING: &str = "model.embed_tokens.weight";
 
+/// Block `i`'s weights; a mixture's experts only when `with_experts` (resident), else they are
+/// read per pass by [`load_expert`] for the experts the tokens use.
 fn load_block(
     source: &Source,
     config: &ModelConfig,
     i: usize,
     device: &Device,
+    with_experts: bool,
 ) -> Result<Block, ScoringError> {
     let p = |s: &str| format!("model.layers.{i}.{s}");
     let matrix = |name: &str| -> Result<Tensor<2>, ScoringError> {
         let (values, rows, cols) = source.matrix(&p(name))?;
         Ok(tensor2_transposed(&values, rows, cols, device))
     };
+    // A fused projection (Phi-3) split into its parts by rows.
+    let split = |name: &str, parts: &[usize]| -> Result<Vec<Tensor<2>>, ScoringError> {
+        let (values, _, cols) = source.matrix(&p(name))?;
+        let mut first = 0;
+        Ok(parts
+            .iter()
+            .map(|&rows| {
+                let part = &values[first * cols..(first + rows) * cols];
+                first += rows;
+                tensor2_transposed(part, rows, cols, device)
+            })
+            .collect())
+    };
     let vector = |name: &str| -> Result<Tensor<1>, ScoringError> {
         Ok(tensor1(source.vector(&p(name))?, device))
     };
-    let bias = |present: bool, name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
+    let optional = |present: bool, name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
         present.then(|| vector(name)).transpose()
     };
-    let norm = bias;
+    let arch = config.architecture;
+    let (q, kv) = (
+        config.num_attention_heads * config.head_dim,
+        config.num_key_value_heads * config.head_dim,
+    );
+    let (wq, wk, wv) = if arch.fused_projections() {
+        let mut parts = split("self_attn.qkv_proj.weight", &[q, kv, kv])?.into_iter();
+        let mut next = || parts.next().expect("three parts");
+        (next(), next(), next())
+    } else {
+        (
+            matrix("self_attn.q_proj.weight")?,
+            matrix("self_attn.k_proj.weight")?,
+            matrix("self_attn.v_proj.weight")?,
+        )
+    };
+    let sandwich = arch.sandwich_norms();
+    let mlp = if config.num_experts > 0 {
+        Mlp::Experts {
+            router: matrix("block_sparse_moe.gate.weight")?,
+            experts: if with_experts {
+                (0..config.num_experts)
+                    .map(|e| load_expert(source, i, e, device))
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
+        }
+    } else if arch.fused_projections() {
+        let ffn = config.intermediate_size;
+        let mut parts = split("mlp.gate_up_proj.weight", &[ffn, ffn])?.into_iter();
+        Mlp::Dense(Ffn {
+            gate: parts.next().expect("two parts"),
+            up: parts.next().expect("two parts"),
+            down: matrix("mlp.down_proj.weight")?,
+            b_gate: None,
+            b_up: None,
+            b_down: None,
+        })
+    } else {
+        Mlp::Dense(Ffn {
+            gate: matrix("mlp.gate_proj.weight")?,
+            up: matrix("mlp.up_proj.weight")?,
+            down: matrix("mlp.down_proj.weight")?,
+            b_gate: optional(config.mlp_bias, "mlp.gate_proj.bias")?,
+            b_up: optional(config.mlp_bias, "mlp.up_proj.bias")?,
+            b_down: optional(config.mlp_bias, "mlp.down_proj.bias")?,
+        })
+    };
     Ok(Block {
         attn_norm: vector("input_layernorm.weight")?,
-        wq: matrix("self_attn.q_proj.weight")?,
-        wk: matrix("self_attn.k_proj.weight")?,
-        wv: matrix("self_attn.v_proj.weight")?,
-        bq: bias(config.qkv_bias, "self_attn.q_proj.bias")?,
-        bk: bias(config.qkv_bias, "self_attn.k_proj.bias")?,
-        bv: bias(config.qkv_bias, "self_attn.v_proj.bias")?,
-        q_norm: norm(config.architecture.qk_norm(), "self_attn.q_norm.weight")?,
-        k_norm: norm(config.architecture.qk_norm(), "self_attn.k_norm.weight")?,
+        wq,
+        wk,
+        wv,
+        bq: optional(config.qkv_bias, "self_attn.q_proj.bias")?,
+        bk: optional(config.qkv_bias, "self_attn.k_proj.bias")?,
+        bv: optional(config.qkv_bias, "self_attn.v_proj.bias")?,
+        q_norm: optional(arch.qk_norm(), "self_attn.q_norm.weight")?,
+        k_norm: optional(arch.qk_norm(), "self_attn.k_norm.weight")?,
         wo: matrix("self_attn.o_proj.weight")?,
-        bo: bias(config.o_bias, "self_attn.o_proj.bias")?,
-        ffn_norm: vector("post_attention_layernorm.weight")?,
-        w_gate: matrix("mlp.gate_proj.weight")?,
-        w_up: matrix("mlp.up_proj.weight")?,
-        w_down: matrix("mlp.down_proj.weight")?,
-        b_gate: bias(config.mlp_bias, "mlp.gate_proj.bias")?,
-        b_up: bias(config.mlp_bias, "mlp.up_proj.bias")?,
-        b_down: bias(config.mlp_bias, "mlp.down_proj.bias")?,
+        bo: optional(config.o_bias, "self_attn.o_proj.bias")?,
+        post_attn_norm: optional(sandwich, "post_attention_layernorm.weight")?,
+        ffn_norm: vector(if sandwich {
+            "pre_feedforward_layernorm.weight"
+        } else {
+            "post_attention_layernorm.weight"
+        })?,
+        post_ffn_norm: optional(sandwich, "post_feedforward_layernorm.weight")?,
+        mlp,
+    })
+}
+
+/// Expert `e` of block `i` of a mixture (Mixtral's names: w1 gate, w3 up, w2 down).
+fn load_expert(source: &Source, i: usize, e: usize, device: &Device) -> Result<Ffn, ScoringError> {
+    let matrix = |w: &str| -> Result<Tensor<2>, ScoringError> {
+        let name = format!("model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight");
+        let (values, rows, cols) = source.matrix(&name)?;
+        Ok(tensor2_transposed(&values, rows, cols, device))
+    };
+    Ok(Ffn {
+        gate: matrix("w1")?,
+        up: matrix("w3")?,
+        down: matrix("w2")?,
+        b_gate: None,
+        b_up: None,
+        b_down: None,
     })
 }
 
@@ -250,7 +353,7 @@ impl<'m> Engine<'m> {
         let weights = match residency {
             Residency::Resident => {
                 let blocks = (0..config.num_hidden_layers)
-                    .map(|i| load_block(&source, &config, i, &device))
+                    .map(|i| load_block(&source, &config, i, &device, true))
                     .collect::<Result<_, _>>()?;
                 let embedding = model.load_f32(EMBEDDING)?;
                 source.release(EMBEDDING);
@@ -355,13 +458,18 @@ impl<'m> Engine<'m> {
         if let Weights::Streamed { source, .. } = &self.weights {
             source.release(EMBEDDING);
         }
+        // Gemma scales the embedding by sqrt(hidden), rounded to f32 as transformers' buffer.
+        if c.architecture == Architecture::Gemma3 {
+            let scale = (d as f64).sqrt() as f32;
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         let mut x: Tensor<2> = Tensor::from_data(TensorData::new(x, [n, d]), &self.device);
         let packing = Packing::new(c, batch, &starts, &self.device);
         match &self.weights {
             Weights::Resident { blocks, .. } => {
-                for block in blocks {
+                for (i, block) in blocks.iter().enumerate() {
                     self.check_cancel()?;
-                    x = self.block(block, x, &packing);
+                    x = self.block(block, i, x, &packing, None)?;
                 }
             }
             Weights::Streamed {
@@ -373,10 +481,10 @@ impl<'m> Engine<'m> {
                     self.check_cancel()?;
                     let blocks = group
                         .iter()
-                        .map(|&i| load_block(source, c, i, &self.device))
+                        .map(|&i| load_block(source, c, i, &self.device, false))
                         .collect::<Result<Vec<_>, _>>()?;
-                    for block in &blocks {
-                        x = self.block(block, x, &packing);
+                    for (&i, block) in group.iter().zip(&blocks) {
+                        x = self.block(block, i, x, &packing, Some(source))?;
                     }
                 }
             }
@@ -426,30 +534,41 @@ impl<'m> Engine<'m> {
         Ok(out)
     }
 
-    /// One transformer block over the packed batch `x: [N, hidden]`.
-    fn block(&self, w: &Block, x: Tensor<2>, packing: &Packing) -> Tensor<2> {
+    /// Transformer block `layer` over the packed batch `x: [N, hidden]`. `source` is where a
+    /// streamed mixture's experts are read from (resident blocks hold theirs).
+    fn block(
+        &self,
+        w: &Block,
+        layer: usize,
+        x: Tensor<2>,
+        packing: &Packing,
+        source: Option<&Source>,
+    ) -> Result<Tensor<2>, ScoringError> {
         let c = &self.config;
         let (hd, heads, kv_heads) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let groups = heads / kv_heads;
         let n = x.dims()[0];
+        let eps = c.rms_norm_eps;
+        let local = c.is_local_layer(layer);
+        let windowed = c.layer_window(layer).is_some();
 
-        let h = rms_norm(x.clone(), &w.attn_norm, c.rms_norm_eps);
+        let h = rms_norm(x.clone(), &w.attn_norm, eps);
         let q = head_norm(
             linear(h.clone(), &w.wq, &w.bq).reshape([n, heads, hd]),
             &w.q_norm,
-            c.rms_norm_eps,
+            eps,
         );
         let k = head_norm(
             linear(h.clone(), &w.wk, &w.bk).reshape([n, kv_heads, hd]),
             &w.k_norm,
-            c.rms_norm_eps,
+            eps,
         );
-        let (q, k) = (packing.rope(q), packing.rope(k));
+        let (q, k) = (packing.rope(q, local), packing.rope(k, local));
         let v = linear(h, &w.wv, &w.bv).reshape([n, kv_heads, hd]);
         // Attention per sequence. Grouped-query attention without copying k/v: the query heads
         // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
         // repeat_kv) are stacked along time.
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(hd as f64).sqrt();
         let per_sequence: Vec<Tensor<2>> = packing
             .spans
             .iter()
@@ -466,7 +585,7 @@ impl<'m> Engine<'m> {
                     .swap_dims(0, 1);
                 let v = v.clone().slice([rows, 0..kv_heads, 0..hd]).swap_dims(0, 1);
                 let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale)
-                    + packing.masks[&t].clone().unsqueeze_dim::<3>(0);
+                    + packing.masks[&(t, windowed)].clone().unsqueeze_dim::<3>(0);
                 softmax(scores, 2)
                     .matmul(v) // [kv, groups*t, hd]
                     .reshape([heads, t, hd])
@@ -474,13 +593,114 @@ impl<'m> Engine<'m> {
                     .reshape([t, heads * hd])
             })
             .collect();
-        let attn = Tensor::cat(per_sequence, 0);
-        let x = x + linear(attn, &w.wo, &w.bo);
+        let attn = linear(Tensor::cat(per_sequence, 0), &w.wo, &w.bo);
+        let x = x + post_norm(attn, &w.post_attn_norm, eps);
 
-        let h = rms_norm(x.clone(), &w.ffn_norm, c.rms_norm_eps);
-        let gate = silu(linear(h.clone(), &w.w_gate, &w.b_gate));
-        let up = linear(h, &w.w_up, &w.b_up);
-        x + linear(gate * up, &w.w_down, &w.b_down)
+        let h = rms_norm(x.clone(), &w.ffn_norm, eps);
+        let mlp = match &w.mlp {
+            Mlp::Dense(ffn) => self.ffn(ffn, h),
+            Mlp::Experts { router, experts } => self.experts(h, router, experts, layer, source)?,
+        };
+        Ok(x + post_norm(mlp, &w.post_ffn_norm, eps))
+    }
+
+    /// `down · (act(gate · h) ⊙ up · h)` with the configured gate activation.
+    fn ffn(&self, w: &Ffn, h: Tensor<2>) -> Tensor<2> {
+        let gate = linear(h.clone(), &w.gate, &w.b_gate);
+        let gate = match self.config.hidden_act.as_str() {
+            "gelu_tanh" => gelu_approximate(gate),
+            _ => silu(gate),
+        };
+        let up = linear(h, &w.up, &w.b_up);
+        linear(gate * up, &w.down, &w.b_down)
+    }
+
+    /// Mixtral's sparse MLP over `h: [N, hidden]`: router probabilities on the host, each
+    /// expert run once over the rows routed to it, outputs summed with the routing weights.
+    /// Streamed (`experts` empty), an expert no token picks is never read.
+    fn experts(
+        &self,
+        h: Tensor<2>,
+        router: &Tensor<2>,
+        experts: &[Ffn],
+        layer: usize,
+        source: Option<&Source>,
+    ) -> Result<Tensor<2>, ScoringError> {
+        let c = &self.config;
+        let [n, d] = h.dims();
+        let logits = to_host(h.clone().matmul(router.clone()))?;
+        let routes = route(&logits, c.num_experts, c.experts_per_token);
+        let rows = to_host(h)?;
+        let mut out = vec![0.0f32; n * d];
+        for (e, routed) in routes.iter().enumerate() {
+            if routed.is_empty() {
+                continue;
+            }
+            let loaded;
+            let ffn = match (experts.get(e), source) {
+                (Some(ffn), _) => ffn,
+                (None, Some(source)) => {
+                    loaded = load_expert(source, layer, e, &self.device)?;
+                    &loaded
+                }
+                (None, None) => {
+                    return Err(ScoringError::Backend(format!(
+                        "expert {e} of layer {layer} is neither loaded nor readable"
+                    )));
+                }
+            };
+            let mut gathered = Vec::with_capacity(routed.len() * d);
+            for &(row, _) in routed {
+                gathered.extend_from_slice(&rows[row * d..(row + 1) * d]);
+            }
+            let input =
+                Tensor::from_data(TensorData::new(gathered, [routed.len(), d]), &self.device);
+            let y = to_host(self.ffn(ffn, input))?;
+            for (k, &(row, weight)) in routed.iter().enumerate() {
+                let dst = &mut out[row * d..(row + 1) * d];
+                for (o, v) in dst.iter_mut().zip(&y[k * d..(k + 1) * d]) {
+                    *o += weight * v;
+                }
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(out, [n, d]),
+            &self.device,
+        ))
+    }
+}
+
+fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ScoringError> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ScoringError::Backend(format!("{e:?}")))
+}
+
+/// Per expert, the rows routed to it and their weights: per row, the softmax over all experts'
+/// logits, its `k` largest (ties to the lower expert, as torch.topk), renormalised to sum 1
+/// (Mixtral's `MixtralTopKRouter`). `logits` holds `experts` values per row.
+pub(crate) fn route(logits: &[f32], experts: usize, k: usize) -> Vec<Vec<(usize, f32)>> {
+    let mut routes = vec![Vec::new(); experts];
+    for (row, l) in logits.chunks(experts).enumerate() {
+        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = l.iter().map(|v| (v - max).exp()).collect();
+        let total: f32 = exp.iter().sum();
+        let mut order: Vec<usize> = (0..experts).collect();
+        order.sort_by(|&a, &b| exp[b].total_cmp(&exp[a]).then(a.cmp(&b)));
+        let chosen = &order[..k];
+        let mass: f32 = chosen.iter().map(|&e| exp[e] / total).sum();
+        for &e in chosen {
+            routes[e].push((row, exp[e] / total / mass));
+        }
+    }
+    routes
+}
+
+/// Gemma's norm of a sublayer's output before the residual add, where the block has one.
+fn post_norm(x: Tensor<2>, weight: &Option<Tensor<1>>, eps: f64) -> Tensor<2> {
+    match weight {
+        Some(weight) => rms_norm(x, weight, eps),
+        None => x,
     }
 }
 
@@ -521,32 +741,39 @@ fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
 struct Packing {
     /// (first row, length) per sequence.
     spans: Vec<(usize, usize)>,
-    /// `[groups * t, t]` additive masks: 0 where a query may attend, -inf for later keys (and,
-    /// with a sliding window `w`, for keys `w` or more positions back, as transformers'
-    /// `sliding_window_overlay`); rows are the query heads of one key/value group stacked (see
-    /// `block`).
-    masks: std::collections::HashMap<usize, Tensor<2>>,
-    /// `[N, 1, head_dim]` per-row cos and sin, rotate-half convention (Hugging Face layout;
-    /// GGUF LLaMA files are un-permuted into it when read).
-    cos: Tensor<3>,
-    sin: Tensor<3>,
+    /// `[groups * t, t]` additive masks by (length, windowed): 0 where a query may attend,
+    /// -inf for later keys (and, windowed, for keys `window` or more positions back, as
+    /// transformers' `sliding_window_overlay`); rows are the query heads of one key/value group
+    /// stacked (see `block`).
+    masks: HashMap<(usize, bool), Tensor<2>>,
+    /// Per-row rotary tables of the global layers and, where the config has another RoPE base
+    /// for its sliding-window layers (Gemma 3), of those.
+    global: Rotary,
+    local: Option<Rotary>,
     half: usize,
 }
 
-impl Packing {
-    fn new(c: &ModelConfig, batch: &[Vec<u32>], starts: &[usize], device: &Device) -> Self {
-        let (hd, half) = (c.head_dim, c.head_dim / 2);
-        let groups = c.num_attention_heads / c.num_key_value_heads;
+/// `[N, 1, head_dim]` per-row cos and sin, rotate-half convention (Hugging Face layout; GGUF
+/// LLaMA files are un-permuted into it when read).
+struct Rotary {
+    cos: Tensor<3>,
+    sin: Tensor<3>,
+}
+
+impl Rotary {
+    fn new(
+        freqs: &[f64],
+        scaling: f64,
+        batch: &[Vec<u32>],
+        starts: &[usize],
+        hd: usize,
+        device: &Device,
+    ) -> Self {
+        let half = hd / 2;
         let n: usize = batch.iter().map(Vec::len).sum();
-        let freqs = c.rope_scaling.inverse_frequencies(c.rope_theta, hd);
-        // YaRN scales cos and sin (its attention temperature); 1 for the other scalings.
-        let scaling = c.rope_scaling.attention_scaling();
-        let window = c.sliding_window.unwrap_or(usize::MAX);
         let (mut cos, mut sin) = (vec![0.0f32; n * hd], vec![0.0f32; n * hd]);
-        let mut masks = std::collections::HashMap::new();
         for (ids, &start) in batch.iter().zip(starts) {
-            let t = ids.len();
-            for pos in 0..t {
+            for pos in 0..ids.len() {
                 let row = (start + pos) * hd;
                 for (i, freq) in freqs.iter().enumerate() {
                     let angle = pos as f64 * freq;
@@ -556,21 +783,63 @@ impl Packing {
                     }
                 }
             }
-            masks.entry(t).or_insert_with(|| {
-                let mut bias = vec![0.0f32; groups * t * t];
-                for g in 0..groups {
-                    for q in 0..t {
-                        for k in 0..t {
-                            if k > q || q - k >= window {
-                                bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+        }
+        let make = |v| Tensor::<3>::from_data(TensorData::new(v, [n, 1, hd]), device);
+        Self {
+            cos: make(cos),
+            sin: make(sin),
+        }
+    }
+}
+
+impl Packing {
+    fn new(c: &ModelConfig, batch: &[Vec<u32>], starts: &[usize], device: &Device) -> Self {
+        let (hd, half) = (c.head_dim, c.head_dim / 2);
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let freqs = c.rope_scaling.inverse_frequencies(c.rope_theta, hd);
+        // YaRN scales cos and sin (its attention temperature); 1 for the other scalings.
+        let global = Rotary::new(
+            &freqs,
+            c.rope_scaling.attention_scaling(),
+            batch,
+            starts,
+            hd,
+            device,
+        );
+        let local = c.local_rope_theta.map(|theta| {
+            let freqs = RopeScaling::Default.inverse_frequencies(theta, hd);
+            Rotary::new(&freqs, 1.0, batch, starts, hd, device)
+        });
+        // The masks the layers use: windowed, full, or both (Gemma 3).
+        let window = c.sliding_window.unwrap_or(usize::MAX);
+        let kinds: Vec<bool> = {
+            let mut kinds: Vec<bool> = (0..c.num_hidden_layers)
+                .map(|i| c.layer_window(i).is_some())
+                .collect();
+            kinds.sort();
+            kinds.dedup();
+            kinds
+        };
+        let mut masks = HashMap::new();
+        for ids in batch {
+            let t = ids.len();
+            for &windowed in &kinds {
+                masks.entry((t, windowed)).or_insert_with(|| {
+                    let window = if windowed { window } else { usize::MAX };
+                    let mut bias = vec![0.0f32; groups * t * t];
+                    for g in 0..groups {
+                        for q in 0..t {
+                            for k in 0..t {
+                                if k > q || q - k >= window {
+                                    bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+                                }
                             }
                         }
                     }
-                }
-                Tensor::from_data(TensorData::new(bias, [groups * t, t]), device)
-            });
+                    Tensor::from_data(TensorData::new(bias, [groups * t, t]), device)
+                });
+            }
         }
-        let make = |v| Tensor::<3>::from_data(TensorData::new(v, [n, 1, hd]), device);
         Self {
             spans: starts
                 .iter()
@@ -578,18 +847,59 @@ impl Packing {
                 .map(|(&start, ids)| (start, ids.len()))
                 .collect(),
             masks,
-            cos: make(cos),
-            sin: make(sin),
+            global,
+            local,
             half,
         }
     }
 
-    /// `x * cos + rotate_half(x) * sin` for `x: [N, heads, head_dim]`.
-    fn rope(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `x * cos + rotate_half(x) * sin` for `x: [N, heads, head_dim]`, with the local layers'
+    /// tables where `local` and the config has them.
+    fn rope(&self, x: Tensor<3>, local: bool) -> Tensor<3> {
+        let tables = match (&self.local, local) {
+            (Some(tables), true) => tables,
+            _ => &self.global,
+        };
         let [n, h, hd] = x.dims();
         let x1 = x.clone().slice([0..n, 0..h, 0..self.half]);
         let x2 = x.clone().slice([0..n, 0..h, self.half..hd]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        x * tables.cos.clone() + rotated * tables.sin.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    #[test]
+    fn routing_keeps_the_top_k_renormalised_with_ties_to_the_lower_expert() {
+        // Row 0: experts 2 and 0 lead; row 1: a three-way tie, so experts 0 and 1.
+        let logits = [1.0, -1.0, 2.0, 0.0, 0.5, 0.5, 0.5, -3.0];
+        let routes = route(&logits, 4, 2);
+        let close = |got: &[(usize, f32)], want: &[(usize, f32)]| {
+            got.len() == want.len()
+                && got
+                    .iter()
+                    .zip(want)
+                    .all(|(g, w)| g.0 == w.0 && (g.1 - w.1).abs() < 1e-6)
+        };
+        let (e0, e2) = (1f32.exp(), 2f32.exp());
+        assert!(close(&routes[2], &[(0, e2 / (e0 + e2))]), "{routes:?}");
+        assert!(
+            close(&routes[0], &[(0, e0 / (e0 + e2)), (1, 0.5)]),
+            "{routes:?}"
+        );
+        assert!(close(&routes[1], &[(1, 0.5)]), "{routes:?}");
+        assert!(routes[3].is_empty());
+        for row in 0..2 {
+            let total: f32 = routes
+                .iter()
+                .flatten()
+                .filter(|r| r.0 == row)
+                .map(|r| r.1)
+                .sum();
+            assert!((total - 1.0).abs() < 1e-6);
+        }
     }
 }

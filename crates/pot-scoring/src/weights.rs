@@ -97,19 +97,30 @@ impl Int8Matrix {
     }
 }
 
-/// Every 2-D weight of a model as int8; vectors (norms, biases) stay f32.
+/// Every 2-D weight of a model as int8; vectors (norms, biases) and mixture routers stay f32.
 pub struct Int8Store {
     matrices: HashMap<String, Int8Matrix>,
     vectors: HashMap<String, Vec<f32>>,
+    /// Matrices kept exact: a router's top-k choice is discrete, so rounding its weights can
+    /// send a token to another expert (a jump, not noise); routers are tiny (experts × hidden).
+    exact: HashMap<String, (Vec<f32>, usize, usize)>,
+}
+
+/// Whether a 2-D weight stays f32 under int8 residency (see [`Int8Store::exact`]).
+fn keep_exact(name: &str) -> bool {
+    name.ends_with(".block_sparse_moe.gate.weight")
 }
 
 impl Int8Store {
     /// Quantises a model tensor by tensor, releasing each tensor's mapped pages after use.
     pub fn quantize(model: &Model) -> Result<Self, ScoringError> {
-        let (mut matrices, mut vectors) = (HashMap::new(), HashMap::new());
+        let (mut matrices, mut vectors, mut exact) =
+            (HashMap::new(), HashMap::new(), HashMap::new());
         for t in model.tensors() {
             let values = model.load_f32(&t.name)?;
-            if t.shape.len() == 2 {
+            if t.shape.len() == 2 && keep_exact(&t.name) {
+                exact.insert(t.name.clone(), (values, t.shape[0], t.shape[1]));
+            } else if t.shape.len() == 2 {
                 let m = Int8Matrix::quantize(&values, t.shape[0], t.shape[1]);
                 matrices.insert(t.name.clone(), m);
             } else {
@@ -117,12 +128,17 @@ impl Int8Store {
             }
             model.release_pages(&t.name);
         }
-        Ok(Self { matrices, vectors })
+        Ok(Self {
+            matrices,
+            vectors,
+            exact,
+        })
     }
 
     pub fn bytes(&self) -> usize {
         self.matrices.values().map(Int8Matrix::bytes).sum::<usize>()
             + 4 * self.vectors.values().map(Vec::len).sum::<usize>()
+            + 4 * self.exact.values().map(|m| m.0.len()).sum::<usize>()
     }
 }
 
@@ -143,6 +159,9 @@ impl Source<'_> {
                 Ok((values, shape[0], shape[1]))
             }
             Source::Int8(store) => {
+                if let Some(exact) = store.exact.get(name) {
+                    return Ok(exact.clone());
+                }
                 let m = store.matrix(name)?;
                 Ok((m.rows_f32(0..m.rows), m.rows, m.cols))
             }

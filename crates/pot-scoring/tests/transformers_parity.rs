@@ -1,6 +1,6 @@
 //! The forward pass against Hugging Face transformers on tiny random models, one per feature the
 //! config can switch on (RoPE scalings linear / llama3 / yarn, biases, a sliding window, tied
-//! head, Qwen2, Qwen3's q/k norms). Models and reference log-probs are committed under
+//! head, Qwen2, Qwen3's q/k norms) and per architecture (Gemma 3, Phi-3, Mixtral). Models and reference log-probs are committed under
 //! fixtures/transformers-parity/ (made by make_tiny.py there; no Python needed here).
 
 use std::path::PathBuf;
@@ -105,6 +105,10 @@ fn each_feature_moves_the_log_probs() {
         ("llama-llama3", "rope_parameters"),
         ("llama-yarn", "rope_parameters"),
         ("mistral-window", "sliding_window"),
+        ("gemma3", "query_pre_attn_scalar"),
+        ("gemma3", "layer_types"),
+        ("gemma3", "sliding_window"),
+        ("mixtral", "num_experts_per_tok"),
     ] {
         let copy = dir.path().join(name);
         std::fs::create_dir_all(&copy).unwrap();
@@ -121,6 +125,8 @@ fn each_feature_moves_the_log_probs() {
             "rope_parameters" => {
                 serde_json::json!({"rope_type": "default", "rope_theta": config[key]["rope_theta"]})
             }
+            // One expert per token instead of two.
+            "num_experts_per_tok" => 1.into(),
             _ => Value::Null,
         };
         std::fs::write(copy.join("config.json"), config.to_string()).unwrap();
@@ -195,12 +201,19 @@ fn the_qwen3_gguf_matches_transformers() {
     );
 }
 
-/// Qwen3's q/k norm weights travel through every residency: streamed equals resident, int8
-/// stays within its usual noise.
+/// Each architecture's own weights (q/k norms, Gemma's sandwich norms, Phi-3's fused
+/// projections, Mixtral's experts read on demand) travel through every residency: streamed
+/// equals resident, int8 stays within its usual noise.
 #[test]
-fn qwen3_runs_streamed_and_int8() {
+fn every_architecture_runs_streamed_and_int8() {
+    for name in ["qwen3", "gemma3", "phi3", "mixtral"] {
+        residencies_agree(name);
+    }
+}
+
+fn residencies_agree(name: &str) {
     use pot_scoring::Residency;
-    let model = Model::open(fixtures().join("qwen3")).unwrap();
+    let model = Model::open(fixtures().join(name)).unwrap();
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
             .unwrap();
@@ -226,8 +239,31 @@ fn qwen3_runs_streamed_and_int8() {
             .fold(0.0f32, f32::max)
     };
     let streamed = diff(&run(Residency::Streamed { layers_at_once: 1 }));
-    let int8 = diff(&run(Residency::Int8));
-    println!("qwen3 streamed {streamed:e}, int8 {int8:e}");
-    assert!(streamed <= 1e-5, "{streamed}");
-    assert!(int8 > 0.0 && int8 < 0.5, "{int8}");
+    // Int8: per position, the largest |difference| over the vocabulary.
+    let int8 = run(Residency::Int8);
+    let vocab = resident[0].vocab;
+    let mut per_position: Vec<f32> = (0..resident[0].len)
+        .map(|i| {
+            let row = i * vocab..(i + 1) * vocab;
+            resident[0].values[row.clone()]
+                .iter()
+                .zip(&int8[0].values[row])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max)
+        })
+        .collect();
+    per_position.sort_by(f32::total_cmp);
+    let (median, max) = (
+        per_position[per_position.len() / 2],
+        per_position[per_position.len() - 1],
+    );
+    println!("{name} streamed {streamed:e}, int8 median {median:.3} max {max:.3}");
+    assert!(streamed <= 1e-5, "{name}: {streamed}");
+    // Rounding noise, well under the 1.7-6.5 a missing feature moves these models by. A
+    // mixture's worst position may be larger: where two experts' router scores nearly tie,
+    // int8 rounding of the hidden state can pick the other one (a jump, not noise).
+    assert!(median > 0.0 && median < 0.3, "{name}: median {median}");
+    if name != "mixtral" {
+        assert!(max < 1.0, "{name}: max {max}");
+    }
 }
