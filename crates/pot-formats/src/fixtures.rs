@@ -18,6 +18,7 @@ pub fn cache_dir() -> PathBuf {
 pub const SMOLLM2_135M: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const QWEN_CODER_05B: &str = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf";
 pub const QWEN_CODER_15B: &str = "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf";
+pub const GEMMA3_270M: &str = "gemma-3-270m-Q4_K_M.gguf";
 
 /// Path of a cached fixture model.
 ///

@@ -1,5 +1,6 @@
 //! Tokenizers: from `tokenizer.json`, or rebuilt from GGUF metadata (byte-level BPE with the
-//! pre-tokenizer llama.cpp uses for the file's `tokenizer.ggml.pre`), and written back out.
+//! pre-tokenizer llama.cpp uses for the file's `tokenizer.ggml.pre`, or a SentencePiece
+//! vocabulary with scores), and written back out.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -61,9 +62,13 @@ impl Tokenizer {
             reason,
         };
         let model = file.get("tokenizer.ggml.model").and_then(|v| v.as_str());
+        if model == Some("llama") {
+            return Self::spm_from_gguf(file);
+        }
         if model != Some("gpt2") {
             return Err(fail(format!(
-                "tokenizer.ggml.model is {model:?}; pot rebuilds byte-level BPE (\"gpt2\") tokenizers only"
+                "tokenizer.ggml.model is {model:?}; pot rebuilds byte-level BPE (\"gpt2\") and \
+                 SentencePiece (\"llama\") tokenizers"
             )));
         }
         let pre = file
@@ -146,16 +151,136 @@ impl Tokenizer {
         inner
             .add_special_tokens(special)
             .map_err(|e| fail(e.to_string()))?;
-        let add_bos = file
-            .get("tokenizer.ggml.add_bos_token")
+        Ok(Self {
+            inner,
+            bos: gguf_bos(file, false),
+        })
+    }
+
+    /// Rebuilds a SentencePiece BPE vocabulary from GGUF metadata (`tokenizer.ggml.model` =
+    /// "llama": tokens, scores, types; Gemma, LLaMA 1/2, Mistral v0.1), as a `tokenizers` BPE
+    /// that computes what llama.cpp's `llm_tokenizer_spm` computes: spaces become `▁` (with a
+    /// leading one where `add_space_prefix`), then adjacent pieces are merged best score first
+    /// while the merged piece is in the vocabulary, and characters left outside it fall back to
+    /// `<0xNN>` byte tokens. The merge list is derived from the scores: every token that splits
+    /// into two tokens gives a merge, ranked by its score (what HF's SentencePiece converter
+    /// does). Written here because `tokenizers` has no SentencePiece-model import and GGUF
+    /// holds no merge list for these vocabularies.
+    fn spm_from_gguf(file: &GgufFile) -> Result<Self> {
+        use tokenizers::decoders::byte_fallback::ByteFallback;
+        use tokenizers::decoders::fuse::Fuse;
+        use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+        use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+
+        let path = file.path();
+        let fail = |reason: String| FormatError::Tokenizer {
+            path: path.into(),
+            reason,
+        };
+        let array = |key: &str| {
+            file.get(key)
+                .and_then(|v| v.as_array())
+                .ok_or_else(|| fail(format!("`{key}` is missing")))
+        };
+        let tokens: Vec<String> = array("tokenizer.ggml.tokens")?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| fail("`tokenizer.ggml.tokens` holds non-strings".into()))?;
+        let scores: Vec<f64> = array("tokenizer.ggml.scores")?
+            .iter()
+            .map(|v| v.as_f64())
+            .collect::<Option<_>>()
+            .ok_or_else(|| fail("`tokenizer.ggml.scores` holds non-numbers".into()))?;
+        let types: Vec<u64> = array("tokenizer.ggml.token_type")?
+            .iter()
+            .map(|v| v.as_u64())
+            .collect::<Option<_>>()
+            .ok_or_else(|| fail("`tokenizer.ggml.token_type` holds non-integers".into()))?;
+        if scores.len() != tokens.len() || types.len() != tokens.len() {
+            return Err(fail(format!(
+                "{} tokens, {} scores, {} types",
+                tokens.len(),
+                scores.len(),
+                types.len()
+            )));
+        }
+        let vocab: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        if vocab.len() != tokens.len() {
+            return Err(fail("the token list has duplicates".into()));
+        }
+        // Merges: each token's splits into two tokens, best-scoring token first (ties by id,
+        // then by split point).
+        let mut ranked: Vec<(usize, usize)> = Vec::new();
+        for (id, token) in tokens.iter().enumerate() {
+            for (split, _) in token.char_indices().skip(1) {
+                if vocab.contains_key(&token[..split]) && vocab.contains_key(&token[split..]) {
+                    ranked.push((id, split));
+                }
+            }
+        }
+        ranked.sort_by(|a, b| scores[b.0].total_cmp(&scores[a.0]).then(a.cmp(b)));
+        let merges: Vec<(String, String)> = ranked
+            .into_iter()
+            .map(|(id, split)| {
+                let t = &tokens[id];
+                (t[..split].to_string(), t[split..].to_string())
+            })
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
+            .byte_fallback(true)
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let add_space_prefix = file
+            .get("tokenizer.ggml.add_space_prefix")
             .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let bos = file
-            .get("tokenizer.ggml.bos_token_id")
-            .and_then(|v| v.as_u64())
-            .map(|v| v as u32)
-            .filter(|_| add_bos);
-        Ok(Self { inner, bos })
+            // llama.cpp's default for SPM vocabularies.
+            .unwrap_or(true);
+        let mut normalizers = Vec::new();
+        if add_space_prefix {
+            normalizers.push(Prepend::new("\u{2581}".into()).into());
+        }
+        normalizers.push(
+            Replace::new(" ", "\u{2581}")
+                .map_err(|e| fail(e.to_string()))?
+                .into(),
+        );
+        inner
+            .with_normalizer(Some(NormalizerSequence::new(normalizers)))
+            .map_err(|e| fail(e.to_string()))?;
+        inner.with_decoder(Some(DecoderSequence::new(vec![
+            Replace::new("\u{2581}", " ")
+                .map_err(|e| fail(e.to_string()))?
+                .into(),
+            ByteFallback::new().into(),
+            Fuse::new().into(),
+        ])));
+        // Control (3) tokens are special; user-defined (4) ones (Gemma's runs of newlines and
+        // spaces) are split out of the text before merging, as llama.cpp does.
+        let special: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
+            .collect();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            inner,
+            bos: gguf_bos(file, true),
+        })
     }
 
     /// Token ids of `text` as plain text (special-token strings are not given special meaning
@@ -258,6 +383,20 @@ impl Tokenizer {
         };
         Some(utf8_dropping_invalid(&bytes))
     }
+}
+
+/// The BOS id to prepend: `tokenizer.ggml.bos_token_id` where `tokenizer.ggml.add_bos_token`
+/// says so (llama.cpp's default when the key is absent: `default_add_bos`, true for SentencePiece
+/// vocabularies, false for byte-level BPE).
+fn gguf_bos(file: &GgufFile, default_add_bos: bool) -> Option<u32> {
+    let add_bos = file
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(default_add_bos);
+    file.get("tokenizer.ggml.bos_token_id")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|_| add_bos)
 }
 
 /// GPT-2's byte alphabet reversed (printable char -> byte), as byte-level BPE vocabularies use.

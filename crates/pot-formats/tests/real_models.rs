@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use pot_formats::dtype::{DType, dequantize};
-use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
+use pot_formats::fixtures::{GEMMA3_270M, QWEN_CODER_05B, SMOLLM2_135M, model_path};
 use pot_formats::gguf::GgufFile;
 use pot_formats::{Model, convert};
 use serde_json::Value;
@@ -110,6 +110,7 @@ fn gguf_tokenizers_match_llama_cpp_on_every_probe() {
             QWEN_CODER_05B,
             "llamacpp-reference/qwen2.5-coder-0.5b-tokenize.json",
         ),
+        (GEMMA3_270M, "llamacpp-reference/gemma3-270m-tokenize.json"),
     ] {
         let tok = Model::open(model_path(file)).unwrap().tokenizer().unwrap();
         let probes = fixture(reference)["probes"].as_array().unwrap().clone();

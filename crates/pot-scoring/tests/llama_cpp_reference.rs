@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use pot_formats::Model;
-use pot_formats::fixtures::{QWEN_CODER_05B, SMOLLM2_135M, model_path};
+use pot_formats::fixtures::{GEMMA3_270M, QWEN_CODER_05B, SMOLLM2_135M, model_path};
 use pot_scoring::{Backend, Engine};
 use serde_json::Value;
 
@@ -95,4 +95,21 @@ fn qwen_coder_matches_llama_cpp() {
     assert!(a.positions >= 200);
     assert_eq!(a.top1_agree, a.positions);
     assert!(a.max_abs_diff <= 1e-3, "max abs diff {}", a.max_abs_diff);
+}
+
+/// Gemma 3 270M: the GGUF path of gemma3 (llama.cpp's names, its `1 + w` norms, the fixed
+/// sliding-layer pattern and local RoPE base) and its SentencePiece tokenizer (the ids are
+/// llama.cpp's, checked in `compare`). Against transformers on the same dequantised weights
+/// (fixtures/transformers-parity/gemma3_270m.py) the bound is the usual f32 one; llama.cpp's
+/// CPU GELU reads an f16 table (`GGML_GELU_FP16`), so against it agreement is top-1 and ~2e-2
+/// (transformers itself differs from llama.cpp by the same 2.1e-2).
+#[test]
+fn gemma3_matches_transformers_and_llama_cpp() {
+    let a = compare(GEMMA3_270M, "gemma3-270m-transformers-logprobs.json");
+    assert!(a.positions >= 200);
+    assert_eq!(a.top1_agree, a.positions);
+    assert!(a.max_abs_diff <= 1e-4, "max abs diff {}", a.max_abs_diff);
+    let a = compare(GEMMA3_270M, "gemma3-270m-f32kv-logprobs.json");
+    assert_eq!(a.top1_agree, a.positions);
+    assert!(a.max_abs_diff <= 3e-2, "max abs diff {}", a.max_abs_diff);
 }
