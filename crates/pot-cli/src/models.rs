@@ -118,6 +118,21 @@ pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
         "  activation {}  sliding window {window}  biases q/k/v {} o {} mlp {}",
         c.hidden_act, c.qkv_bias, c.o_bias, c.mlp_bias
     );
+    if let Some(layers) = &c.sliding_layers {
+        let local = layers.iter().filter(|&&l| l).count();
+        println!(
+            "  local layers  {local} of {} (window {window}, rope theta {})  query scale {}^-1/2",
+            layers.len(),
+            c.local_rope_theta.unwrap_or(c.rope_theta),
+            c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64)
+        );
+    }
+    if c.num_experts > 0 {
+        println!(
+            "  experts       {} per layer, {} per token",
+            c.num_experts, c.experts_per_token
+        );
+    }
     let dtypes: Vec<String> = d.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     println!("  dtypes        {}", dtypes.join(", "));
     println!(

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use common::pot;
-use pot_formats::fixtures::{QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M, model_path};
+use pot_formats::fixtures::{
+    GEMMA3_270M, QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M, model_path,
+};
 use pot_orchestrator::schema::validate_report;
 use serde_json::Value;
 
@@ -299,6 +301,43 @@ fn golden_report_different_tokenizers() {
     assert!(r["reason"].as_str().unwrap().contains("tokenizers differ"));
     assert_eq!(r["trace"].as_array().unwrap().len(), 0);
     snapshot("smollm2_vs_qwen_tokenizers", &r);
+}
+
+/// Gemma 3 270M (gemma3 GGUF, SentencePiece vocabulary of 262,144): SAME against itself by the
+/// sequential test too; DIFFERENT against SmolLM2 on the tokenizers, before any scoring.
+#[test]
+fn golden_report_gemma3_against_itself_and_smollm2() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let gemma = path_of(GEMMA3_270M);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r) = verify(
+        dir.path(),
+        &["--model1", &gemma, "--model2", &gemma, "--mode", "quick"],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(r["final_decision"], "SAME");
+    assert_eq!(r["enhanced_diff"]["decision"], "SAME");
+    snapshot("gemma3_self_quick", &r);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r) = verify(
+        dir.path(),
+        &[
+            "--model1",
+            &gemma,
+            "--model2",
+            &path_of(SMOLLM2_135M),
+            "--mode",
+            "quick",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(r["final_decision"], "DIFFERENT");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("tokenizers differ"), "{reason}");
+    assert!(reason.contains("262144 tokens vs 49152 tokens"), "{reason}");
+    assert_eq!(r["trace"].as_array().unwrap().len(), 0);
+    snapshot("gemma3_vs_smollm2_tokenizers", &r);
 }
 
 /// A saved fingerprint: its own model is SAME, another model is DIFFERENT; the transcript root

@@ -140,7 +140,14 @@ impl Report {
         self.identical_weights = a.identical_model(b);
         p["identical_weights"] = json!(self.identical_weights);
         let differing = a.differing_tensors(b);
-        let total = a.leaves.len().max(b.leaves.len());
+        // Out of every tensor name either model has (the two sets differ across architectures).
+        let total = a
+            .leaves
+            .iter()
+            .chain(&b.leaves)
+            .map(|l| l.name.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         p["differing_tensors"] = json!({
             "count": differing.len(),
             "total": total,
