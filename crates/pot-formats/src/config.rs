@@ -129,21 +129,21 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Which layers the window applies to; `None`: every layer (Mistral). Gemma 3 alternates
     /// sliding-window and full-attention layers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_layers: Option<Vec<bool>>,
     /// RoPE base of the sliding-window layers (default scaling), where it is not `rope_theta`
     /// (Gemma 3's local layers).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_rope_theta: Option<f64>,
     /// Attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`
     /// (Gemma 3).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_pre_attn_scalar: Option<f64>,
     /// Experts per layer of a mixture-of-experts MLP (Mixtral); 0 for a dense MLP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub num_experts: usize,
     /// Experts each token is routed to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub experts_per_token: usize,
     /// Biases on the q, k and v projections.
     pub qkv_bias: bool,
@@ -157,6 +157,12 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+}
+
+/// Fields added after the first release are left out of the serialised config where unset, so
+/// a config's serialisation (and `config_sha256` of it) is what it was before they existed.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Typed reads of config.json keys: a key present with the wrong type is an error, never a
