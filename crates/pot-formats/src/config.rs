@@ -900,8 +900,10 @@ impl ModelConfig {
             Architecture::Llama => ("LlamaForCausalLM", "llama"),
             Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
             Architecture::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+            Architecture::Phi3 => ("Phi3ForCausalLM", "phi3"),
+            Architecture::Mixtral => ("MixtralForCausalLM", "mixtral"),
             // Refused by expressible_as_hf before anything is written.
-            other => ("", other.name()),
+            Architecture::Gemma3 => ("", "gemma3_text"),
         };
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::Default => Json::Null,
@@ -933,6 +935,18 @@ impl ModelConfig {
             out["attention_bias"] = json!(self.qkv_bias && self.o_bias);
             out["mlp_bias"] = json!(self.mlp_bias);
         }
+        if matches!(
+            self.architecture,
+            Architecture::Phi3 | Architecture::Mixtral
+        ) {
+            // Both apply a window (where set) to every layer; null is explicit, so no default
+            // of the reader's version applies.
+            out["sliding_window"] = json!(self.sliding_window);
+        }
+        if self.architecture == Architecture::Mixtral {
+            out["num_local_experts"] = json!(self.num_experts);
+            out["num_experts_per_tok"] = json!(self.experts_per_token);
+        }
         out
     }
 
@@ -950,10 +964,21 @@ impl ModelConfig {
             Architecture::Qwen3 if self.qkv_bias != self.o_bias || self.mlp_bias => Err(
                 "a qwen3 config.json sets q/k/v/o biases with one key and has no MLP bias".into(),
             ),
-            Architecture::Gemma3 | Architecture::Phi3 | Architecture::Mixtral => Err(format!(
-                "pot convert writes llama, qwen2 and qwen3 configs; {} is not one of them",
-                self.architecture.name()
-            )),
+            // Gemma's norms would have to be written back as w = multiplier - 1 (not exact in
+            // f32) and its per-layer RoPE in the 5.x layout: not implemented.
+            Architecture::Gemma3 => Err(
+                "pot convert does not write gemma3 directories (its norms are stored as 1 + w)"
+                    .into(),
+            ),
+            Architecture::Phi3 | Architecture::Mixtral
+                if self.qkv_bias || self.o_bias || self.mlp_bias =>
+            {
+                Err(format!(
+                    "{} configs have no biases",
+                    self.architecture.name()
+                ))
+            }
+            Architecture::Phi3 | Architecture::Mixtral => Ok(()),
             _ if self.sliding_window.is_some() => Err(format!(
                 "sliding window {:?} has no key in a {} config.json",
                 self.sliding_window,
@@ -1252,4 +1277,59 @@ fn gguf_rope(file: &GgufFile, arch: &str, max_position_embeddings: usize) -> Res
             ));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `pot convert` writes for Phi-3 and Mixtral reads back as the same configuration.
+    #[test]
+    fn phi3_and_mixtral_configs_round_trip_through_config_json() {
+        let phi3 = ModelConfig {
+            architecture: Architecture::Phi3,
+            sliding_window: Some(2047),
+            ..ModelConfig::llama(96, 256, 2, 4, 4, 320)
+        };
+        let mixtral = ModelConfig {
+            architecture: Architecture::Mixtral,
+            num_experts: 8,
+            experts_per_token: 2,
+            ..ModelConfig::llama(96, 256, 2, 4, 2, 320)
+        };
+        for config in [phi3, mixtral] {
+            config.expressible_as_hf().unwrap();
+            let text = config.to_hf_json("float32").to_string();
+            let back = ModelConfig::from_hf_json(Path::new("config.json"), &text).unwrap();
+            assert_eq!(back, config, "{text}");
+        }
+    }
+
+    #[test]
+    fn gemma3_layer_types_default_to_five_local_layers_in_six() {
+        let text = r#"{"model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 8, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "head_dim": 32, "vocab_size": 100}"#;
+        let c = ModelConfig::from_hf_json(Path::new("config.json"), text).unwrap();
+        let local: Vec<usize> = (0..8).filter(|&i| c.is_local_layer(i)).collect();
+        assert_eq!(local, vec![0, 1, 2, 3, 4, 6, 7]);
+        assert_eq!(c.layer_window(5), None);
+        assert_eq!(c.layer_window(6), Some(4096));
+        assert_eq!(c.local_rope_theta, Some(10_000.0));
+        assert_eq!(c.rope_theta, 1_000_000.0);
+        assert_eq!(c.query_pre_attn_scalar, Some(256.0));
+        assert_eq!(c.hidden_act, "gelu_tanh");
+        assert!(c.tie_word_embeddings);
+        assert_eq!(c.rms_norm_eps, 1e-6);
+        // Gemma 2's soft-capping and the multimodal checkpoint are refused by name.
+        let capped = text.replace(
+            "\"vocab_size\": 100",
+            "\"vocab_size\": 100, \"final_logit_softcapping\": 30.0",
+        );
+        let err = ModelConfig::from_hf_json(Path::new("config.json"), &capped).unwrap_err();
+        assert!(err.to_string().contains("final_logit_softcapping"), "{err}");
+        let multimodal = text.replace("gemma3_text", "gemma3");
+        let err = ModelConfig::from_hf_json(Path::new("config.json"), &multimodal).unwrap_err();
+        assert!(err.to_string().contains("gemma3_text"), "{err}");
+    }
 }
