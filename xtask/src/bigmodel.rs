@@ -12,9 +12,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use pot_formats::ModelConfig;
-use pot_formats::convert::{OutputDType, write_hf_metadata, write_safetensors};
-use pot_formats::variants::{SplitMix, seed_of};
-use rayon::prelude::*;
+use pot_formats::convert::OutputDType;
+use pot_formats::variants::{random_values, write_random_model};
 
 use crate::fixtures;
 
@@ -26,8 +25,6 @@ const HEADS: usize = 32;
 /// to the weight's norm).
 const MODIFIED_LAYER: usize = 15;
 const NOISE: f32 = 0.2;
-/// Values per independently seeded chunk: generation is parallel and still deterministic.
-const CHUNK: usize = 1 << 20;
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut budget, mut verify) = ("4".to_string(), true);
@@ -130,85 +127,45 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The tensors of the configuration in sorted name order, with deterministic random values of
-/// realistic scale: projections uniform with standard deviation 1/sqrt(fan-in) (activations
-/// keep their size through the blocks), norms 1, embedding rows of unit scale, the head scaled
-/// so logits spread by about 3 (peaked next-token distributions, as trained models have).
+/// The model, or the copy whose layer `MODIFIED_LAYER` down projection carries `NOISE`.
 fn write_model(
     dir: &Path,
     config: &ModelConfig,
     tokenizer: &pot_formats::Tokenizer,
     modify: bool,
 ) -> Result<()> {
-    let staging = dir.with_extension("partial");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
-    std::fs::create_dir_all(&staging)?;
-    write_hf_metadata(&staging, config, tokenizer, OutputDType::F16)?;
-    let mut tensors = pot_formats::model::expected_tensors(config);
-    tensors.sort();
     let started = std::time::Instant::now();
     let target = format!("model.layers.{MODIFIED_LAYER}.mlp.down_proj.weight");
-    write_safetensors(
-        &staging.join("model.safetensors"),
+    let mut written = 0;
+    write_random_model(
+        dir,
+        config,
+        tokenizer,
         OutputDType::F16,
-        &tensors,
         "cargo xtask bigmodel",
-        |i, name| {
-            let shape = &tensors[i].1;
-            let mut values = random_values(name, shape);
+        |name, values| {
             if modify && name == target {
-                let noise = random_values(&format!("{name}#noise"), shape);
+                let noise = random_values(&format!("{name}#noise"), &[HIDDEN, INTERMEDIATE]);
                 let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-                let scale = NOISE * (norm(&values) / norm(&noise)) as f32;
+                let scale = NOISE * (norm(values) / norm(&noise)) as f32;
                 for (v, n) in values.iter_mut().zip(&noise) {
                     *v += scale * n;
                 }
             }
-            if i % 16 == 0 {
+            written += 1;
+            if written % 16 == 0 {
                 eprintln!(
-                    "  {} {i}/{} tensors, {:.0} s",
+                    "  {} {written} tensors, {:.0} s",
                     dir.display(),
-                    tensors.len(),
                     started.elapsed().as_secs_f64()
                 );
             }
-            Ok(values)
         },
     )?;
-    std::fs::rename(&staging, dir)?;
     println!(
         "wrote {} in {:.0} s",
         dir.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn random_values(name: &str, shape: &[usize]) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let std = if name.ends_with("norm.weight") {
-        return vec![1.0; n];
-    } else if name == "model.embed_tokens.weight" {
-        1.0
-    } else if name == "lm_head.weight" {
-        3.0 / (shape[1] as f64).sqrt()
-    } else {
-        1.0 / (shape[1] as f64).sqrt()
-    };
-    // Uniform on [-a, a] has standard deviation a / sqrt(3).
-    let a = (std * 3f64.sqrt()) as f32;
-    let seed = seed_of(name);
-    let mut values = vec![0f32; n];
-    values
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut rng = SplitMix::new(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for v in chunk {
-                *v = a * (2.0 * rng.uniform() as f32 - 1.0);
-            }
-        });
-    values
 }

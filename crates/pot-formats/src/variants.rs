@@ -181,6 +181,77 @@ pub fn add_low_rank(
     }
 }
 
+/// Values per independently seeded chunk of [`random_values`]: generation is parallel and
+/// still deterministic.
+const CHUNK: usize = 1 << 20;
+
+/// Deterministic random values of realistic scale for tensor `name` of `shape`: projections
+/// uniform with standard deviation 1/sqrt(fan-in) (activations keep their size through the
+/// blocks), norms 1, embedding rows of unit scale, the head scaled so logits spread by about 3
+/// (peaked next-token distributions, as trained models have).
+pub fn random_values(name: &str, shape: &[usize]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let n: usize = shape.iter().product();
+    let std = if name.ends_with("norm.weight") {
+        return vec![1.0; n];
+    } else if name == "model.embed_tokens.weight" {
+        1.0
+    } else if name == "lm_head.weight" {
+        3.0 / (shape[1] as f64).sqrt()
+    } else {
+        1.0 / (shape[1] as f64).sqrt()
+    };
+    // Uniform on [-a, a] has standard deviation a / sqrt(3).
+    let a = (std * 3f64.sqrt()) as f32;
+    let seed = seed_of(name);
+    let mut values = vec![0f32; n];
+    values
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = SplitMix::new(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for v in chunk {
+                *v = a * (2.0 * rng.uniform() as f32 - 1.0);
+            }
+        });
+    values
+}
+
+/// A model directory of `config`'s shape with [`random_values`] weights stored as `dtype`
+/// (`edit` may change a tensor's values before it is written) and `tokenizer`: what `cargo
+/// xtask bigmodel` and the mixture-of-experts streaming test run on. Written under
+/// `<dir>.partial` and renamed, so an interrupted run leaves no half model at `dir`.
+pub fn write_random_model(
+    dir: &Path,
+    config: &crate::ModelConfig,
+    tokenizer: &crate::Tokenizer,
+    dtype: OutputDType,
+    written_by: &str,
+    mut edit: impl FnMut(&str, &mut Vec<f32>),
+) -> Result<()> {
+    let io = |e: std::io::Error| crate::error::FormatError::io(dir, e);
+    let staging = dir.with_extension("partial");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io)?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io)?;
+    crate::convert::write_hf_metadata(&staging, config, tokenizer, dtype)?;
+    let mut tensors = crate::model::expected_tensors(config);
+    tensors.sort();
+    crate::convert::write_safetensors(
+        &staging.join("model.safetensors"),
+        dtype,
+        &tensors,
+        written_by,
+        |i, name| {
+            let mut values = random_values(name, &tensors[i].1);
+            edit(name, &mut values);
+            Ok(values)
+        },
+    )?;
+    std::fs::rename(&staging, dir).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,9 @@ pub enum PlanError {
 struct Sizes {
     params: u64,
     largest_layer: u64,
+    /// What one streamed layer holds at once: the layer, but of a mixture only one expert (the
+    /// pass reads each routed expert, runs it and drops it before the next).
+    streamed_layer: u64,
     largest_matrix: u64,
     hidden: u64,
     vocab: u64,
@@ -153,14 +156,25 @@ struct Sizes {
 impl Sizes {
     fn of(d: &ModelDescription) -> Self {
         let c = &d.config;
-        let (h, q) = (
+        let (h, q, kv) = (
             c.hidden_size as u64,
             (c.num_attention_heads * c.head_dim) as u64,
+            (c.num_key_value_heads * c.head_dim) as u64,
         );
-        let largest_matrix = (c.intermediate_size as u64 * h).max(q * h);
+        let inter = c.intermediate_size as u64;
+        // Fused projections (Phi-3) are read whole and then split.
+        let largest_matrix = if c.architecture.fused_projections() {
+            (2 * inter * h).max((q + 2 * kv) * h)
+        } else {
+            (inter * h).max(q * h)
+        };
+        let largest_layer = d.largest_layer_parameters();
+        let expert = 3 * inter * h;
+        let idle_experts = (c.num_experts as u64).saturating_sub(1) * expert;
         Self {
             params: d.parameter_count,
-            largest_layer: d.largest_layer_parameters(),
+            largest_layer,
+            streamed_layer: largest_layer.saturating_sub(idle_experts),
             largest_matrix,
             hidden: h,
             vocab: c.vocab_size as u64,
@@ -203,14 +217,14 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
         ),
         // One layer at a time plus its largest matrix's transient copies, or one head chunk.
         Strategy::Streamed { layers_at_once } => Estimate::new(
-            4 * s.largest_layer * layers_at_once as u64,
+            4 * s.streamed_layer * layers_at_once as u64,
             (3 * 4 * s.largest_matrix).max(head_chunk).max(hashing),
             activation,
             logits,
         ),
         // The int8 store, one dequantised layer, and the quantisation pass's transient copies.
         Strategy::Int8 => Estimate::new(
-            (s.params as f64 * INT8_BYTES_PER_WEIGHT).ceil() as u64 + 4 * s.largest_layer,
+            (s.params as f64 * INT8_BYTES_PER_WEIGHT).ceil() as u64 + 4 * s.streamed_layer,
             (3 * 4 * s.largest_matrix)
                 .max(3 * 4 * s.embedding)
                 .max(head_chunk),
