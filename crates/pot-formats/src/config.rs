@@ -37,6 +37,10 @@ pub enum Architecture {
     /// the top-k experts per token; their outputs are summed, weighted by the renormalised
     /// router probabilities).
     Mixtral,
+    /// GPT-2: learned absolute positions, LayerNorm (with biases), q/k/v fused in `c_attn` and
+    /// all projections stored as `Conv1D` (`[in, out]`), a plain GELU MLP, biases everywhere,
+    /// no RoPE.
+    Gpt2,
 }
 
 impl Architecture {
@@ -51,7 +55,14 @@ impl Architecture {
             Architecture::Gemma3 => "gemma3",
             Architecture::Phi3 => "phi3",
             Architecture::Mixtral => "mixtral",
+            Architecture::Gpt2 => "gpt2",
         }
+    }
+
+    /// GPT-2's family: LayerNorm with biases instead of RMSNorm, learned absolute positions
+    /// instead of RoPE, a non-gated MLP, `Conv1D` weights under `transformer.` names.
+    pub fn gpt2_family(self) -> bool {
+        self == Architecture::Gpt2
     }
 
     /// Whether each query and key head is RMS-normalised (with its own weight) before RoPE.
@@ -96,6 +107,7 @@ impl Architecture {
             "gemma3" | "gemma3_text" | "gemma3forcausallm" => Some(Architecture::Gemma3),
             "phi3" | "phi3forcausallm" => Some(Architecture::Phi3),
             "mixtral" | "mixtralforcausallm" => Some(Architecture::Mixtral),
+            "gpt2" | "gpt2lmheadmodel" => Some(Architecture::Gpt2),
             _ => None,
         }
     }
@@ -336,6 +348,42 @@ impl ModelConfig {
         }
     }
 
+    /// The token embedding's internal (Hugging Face) name.
+    pub fn embedding_name(&self) -> &'static str {
+        if self.architecture.gpt2_family() {
+            "transformer.wte.weight"
+        } else {
+            "model.embed_tokens.weight"
+        }
+    }
+
+    /// The output head's name: the embedding's when tied.
+    pub fn head_name(&self) -> &'static str {
+        if self.tie_word_embeddings {
+            self.embedding_name()
+        } else {
+            "lm_head.weight"
+        }
+    }
+
+    /// The final norm's name (with a `.bias` beside it in the GPT-2 family), without `.weight`.
+    pub fn final_norm_name(&self) -> &'static str {
+        if self.architecture.gpt2_family() {
+            "transformer.ln_f"
+        } else {
+            "model.norm"
+        }
+    }
+
+    /// The prefix of block `i`'s tensor names.
+    pub fn layer_prefix(&self, i: usize) -> String {
+        if self.architecture.gpt2_family() {
+            format!("transformer.h.{i}.")
+        } else {
+            format!("model.layers.{i}.")
+        }
+    }
+
     /// Whether layer `layer` is one of the config's sliding-window ("local") layers (Gemma 3's
     /// `layer_types`); with no per-layer types, none is.
     pub fn is_local_layer(&self, layer: usize) -> bool {
@@ -380,6 +428,9 @@ impl ModelConfig {
             ));
         }
         let architecture = Architecture::parse(path, arch_name)?;
+        if architecture == Architecture::Gpt2 {
+            return Self::from_gpt2_json(&keys);
+        }
         let model_type = match arch_name.to_ascii_lowercase().as_str() {
             "mistral" | "mistralforcausallm" => "mistral",
             _ if architecture == Architecture::Llama => "llama",
@@ -584,6 +635,81 @@ impl ModelConfig {
                 .get("eos_token_id")
                 .and_then(Json::as_u64)
                 .and_then(|v| u32::try_from(v).ok()),
+        };
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// GPT2Config's keys (`n_embd`, `n_layer`, ...; transformers 5.x defaults: n_inner None ->
+    /// 4 n_embd, layer_norm_epsilon 1e-5, activation gelu_new, tied head, 1024 positions).
+    fn from_gpt2_json(keys: &HfKeys) -> Result<Self> {
+        let path = keys.path;
+        for (key, accepted, reason) in [
+            (
+                "scale_attn_by_inverse_layer_idx",
+                false,
+                "scaling attention by the layer index is not implemented",
+            ),
+            (
+                "add_cross_attention",
+                false,
+                "cross-attention is not part of a causal language model",
+            ),
+            (
+                "scale_attn_weights",
+                true,
+                "unscaled attention scores are not implemented",
+            ),
+        ] {
+            if let Some(value) = keys.bool_opt(key)?
+                && value != accepted
+            {
+                return Err(unsupported(path, key, &json!(value), reason));
+            }
+        }
+        let hidden_act = match keys.present("activation_function") {
+            None => "gelu_tanh".to_string(),
+            Some(Json::String(s)) if s == "gelu_new" || s == "gelu_pytorch_tanh" => {
+                "gelu_tanh".to_string()
+            }
+            Some(other) => {
+                return Err(unsupported(
+                    path,
+                    "activation_function",
+                    other,
+                    "implemented for gpt2: gelu_new (GELU, tanh approximation)",
+                ));
+            }
+        };
+        let hidden_size = keys.usize_opt("n_embd")?.unwrap_or(768);
+        let num_attention_heads = keys.usize_opt("n_head")?.unwrap_or(12);
+        let config = Self {
+            architecture: Architecture::Gpt2,
+            hidden_size,
+            intermediate_size: keys.usize_opt("n_inner")?.unwrap_or(4 * hidden_size),
+            num_hidden_layers: keys.usize_opt("n_layer")?.unwrap_or(12),
+            num_attention_heads,
+            num_key_value_heads: num_attention_heads,
+            head_dim: hidden_size / num_attention_heads.max(1),
+            vocab_size: keys.usize_opt("vocab_size")?.unwrap_or(50257),
+            // No RoPE: the values are unused (kept valid so one validation serves every family).
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::Default,
+            rms_norm_eps: keys.f64_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
+            tie_word_embeddings: keys.bool_opt("tie_word_embeddings")?.unwrap_or(true),
+            sliding_window: None,
+            sliding_layers: None,
+            local_rope_theta: None,
+            query_pre_attn_scalar: None,
+            num_experts: 0,
+            experts_per_token: 0,
+            qkv_bias: true,
+            o_bias: true,
+            mlp_bias: true,
+            hidden_act,
+            max_position_embeddings: keys.usize_opt("n_positions")?.unwrap_or(1024),
+            bos_token_id: keys.usize_opt("bos_token_id")?.map(|v| v as u32),
+            eos_token_id: keys.usize_opt("eos_token_id")?.map(|v| v as u32),
         };
         config.validate(path)?;
         Ok(config)
@@ -904,6 +1030,7 @@ impl ModelConfig {
             Architecture::Mixtral => ("MixtralForCausalLM", "mixtral"),
             // Refused by expressible_as_hf before anything is written.
             Architecture::Gemma3 => ("", "gemma3_text"),
+            Architecture::Gpt2 => ("", "gpt2"),
         };
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::Default => Json::Null,
@@ -970,6 +1097,9 @@ impl ModelConfig {
                 "pot convert does not write gemma3 directories (its norms are stored as 1 + w)"
                     .into(),
             ),
+            Architecture::Gpt2 => {
+                Err("pot convert does not write gpt2 directories (Conv1D layout)".into())
+            }
             Architecture::Phi3 | Architecture::Mixtral
                 if self.qkv_bias || self.o_bias || self.mlp_bias =>
             {

@@ -186,6 +186,16 @@ impl Model {
             let st = safetensors::SafeTensors::deserialize(&mmap)
                 .map_err(|e| FormatError::corrupt(&shard_path, e.to_string()))?;
             for (name, view) in st.tensors() {
+                // The original GPT-2 checkpoints name the base model's tensors without the
+                // `transformer.` prefix GPT2LMHeadModel adds (`h.0.attn.c_attn.weight`).
+                let name = if config.architecture.gpt2_family()
+                    && !name.starts_with("transformer.")
+                    && name != "lm_head.weight"
+                {
+                    format!("transformer.{name}")
+                } else {
+                    name
+                };
                 let dtype = DType::from_safetensors(view.dtype()).ok_or_else(|| {
                     FormatError::UnsupportedDtype {
                         path: shard_path.clone(),
@@ -245,13 +255,12 @@ impl Model {
             // A tied model may store its head anyway (transformers ties it to the embedding
             // and ignores the stored copy): accepted only when it is the embedding, byte for
             // byte, and then not counted as a second tensor.
+            let embedding = self.config.embedding_name();
             if name == "lm_head.weight"
                 && self.config.tie_word_embeddings
-                && self.raw_bytes(name) == self.raw_bytes("model.embed_tokens.weight")
+                && self.raw_bytes(name) == self.raw_bytes(embedding)
                 && self.tensor(name).map(|t| (&t.dtype, &t.shape))
-                    == self
-                        .tensor("model.embed_tokens.weight")
-                        .map(|t| (&t.dtype, &t.shape))
+                    == self.tensor(embedding).map(|t| (&t.dtype, &t.shape))
             {
                 drop.push(name.clone());
                 continue;
@@ -444,6 +453,9 @@ impl Model {
 
 /// Tensors (internal name, shape) an architecture requires.
 pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    if c.architecture.gpt2_family() {
+        return gpt2_tensors(c);
+    }
     let (h, kv) = (c.hidden_size, c.num_key_value_heads * c.head_dim);
     let (q, ffn) = (c.num_attention_heads * c.head_dim, c.intermediate_size);
     let arch = c.architecture;
@@ -510,9 +522,47 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// GPT2LMHeadModel's tensors: `Conv1D` weights are `[in, out]`.
+fn gpt2_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, ffn) = (c.hidden_size, c.intermediate_size);
+    let mut out = vec![
+        ("transformer.wte.weight".to_string(), vec![c.vocab_size, h]),
+        (
+            "transformer.wpe.weight".to_string(),
+            vec![c.max_position_embeddings, h],
+        ),
+        ("transformer.ln_f.weight".to_string(), vec![h]),
+        ("transformer.ln_f.bias".to_string(), vec![h]),
+    ];
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".into(), vec![c.vocab_size, h]));
+    }
+    for i in 0..c.num_hidden_layers {
+        let p = |s: &str| format!("transformer.h.{i}.{s}");
+        for (name, shape) in [
+            ("ln_1.weight", vec![h]),
+            ("ln_1.bias", vec![h]),
+            ("attn.c_attn.weight", vec![h, 3 * h]),
+            ("attn.c_attn.bias", vec![3 * h]),
+            ("attn.c_proj.weight", vec![h, h]),
+            ("attn.c_proj.bias", vec![h]),
+            ("ln_2.weight", vec![h]),
+            ("ln_2.bias", vec![h]),
+            ("mlp.c_fc.weight", vec![h, ffn]),
+            ("mlp.c_fc.bias", vec![ffn]),
+            ("mlp.c_proj.weight", vec![ffn, h]),
+            ("mlp.c_proj.bias", vec![h]),
+        ] {
+            out.push((p(name), shape));
+        }
+    }
+    out
+}
+
 /// Tensors a file may hold that are not weights: rotary `inv_freq` buffers (recomputed from the
-/// config; older transformers saved them).
-pub const IGNORED_TENSORS: &[&str] = &[".rotary_emb.inv_freq"];
+/// config; older transformers saved them) and GPT-2's causal-mask buffers (`attn.bias`,
+/// `attn.masked_bias` in checkpoints written before transformers 4.2x).
+pub const IGNORED_TENSORS: &[&str] = &[".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias"];
 
 /// What the memory governor plans from: sizes only, computed from tensor infos (no weight reads).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -589,8 +639,8 @@ impl ModelDescription {
             total += n;
             match (layer_of(name), name) {
                 (Some(i), _) if i < layer_parameters.len() => layer_parameters[i] += n,
-                (_, "model.embed_tokens.weight") => embedding += n,
                 (_, "lm_head.weight") => head += n,
+                (_, name) if name == config.embedding_name() => embedding += n,
                 _ => other += n,
             }
         }

@@ -42,9 +42,10 @@ pub fn hf_name_of_gguf(name: &str, arch: Architecture) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
-/// The layer index of an internal name (`model.layers.N.…`).
+/// The layer index of an internal name (`model.layers.N.…`, GPT-2's `transformer.h.N.…`).
 pub fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("model.layers.")?
+    name.strip_prefix("model.layers.")
+        .or_else(|| name.strip_prefix("transformer.h."))?
         .split('.')
         .next()?
         .parse()
@@ -137,6 +138,8 @@ mod tests {
             None
         );
         assert_eq!(layer_of("model.layers.7.mlp.up_proj.weight"), Some(7));
+        assert_eq!(layer_of("transformer.h.11.attn.c_attn.weight"), Some(11));
+        assert_eq!(layer_of("transformer.wte.weight"), None);
     }
 
     #[test]

@@ -142,7 +142,6 @@ pub enum PlanError {
 /// Sizes of one model, derived from its description.
 struct Sizes {
     params: u64,
-    largest_layer: u64,
     /// What one streamed layer holds at once: the layer, but of a mixture only one expert (the
     /// pass reads each routed expert, runs it and drops it before the next).
     streamed_layer: u64,
@@ -173,7 +172,6 @@ impl Sizes {
         let idle_experts = (c.num_experts as u64).saturating_sub(1) * expert;
         Self {
             params: d.parameter_count,
-            largest_layer,
             streamed_layer: largest_layer.saturating_sub(idle_experts),
             largest_matrix,
             hidden: h,

@@ -72,7 +72,7 @@ impl Backend {
 }
 
 struct Block {
-    attn_norm: Tensor<1>,
+    attn_norm: Norm,
     /// Projections stored transposed (`[in, out]`) so the pass is `x.matmul(w)`.
     wq: Tensor<2>,
     wk: Tensor<2>,
@@ -88,15 +88,21 @@ struct Block {
     /// Gemma: the attention output normalised before the residual add.
     post_attn_norm: Option<Tensor<1>>,
     /// The MLP's input norm.
-    ffn_norm: Tensor<1>,
+    ffn_norm: Norm,
     /// Gemma: the MLP output normalised before the residual add.
     post_ffn_norm: Option<Tensor<1>>,
     mlp: Mlp,
 }
 
-/// A gated MLP: `down · (act(gate · x) ⊙ up · x)`.
+/// A norm's weight, and its bias where it is a LayerNorm (GPT-2).
+struct Norm {
+    weight: Tensor<1>,
+    bias: Option<Tensor<1>>,
+}
+
+/// A gated MLP, `down · (act(gate · x) ⊙ up · x)`, or without a gate (GPT-2) `down · act(up · x)`.
 struct Ffn {
-    gate: Tensor<2>,
+    gate: Option<Tensor<2>>,
     up: Tensor<2>,
     down: Tensor<2>,
     b_gate: Option<Tensor<1>>,
@@ -125,6 +131,8 @@ enum Weights<'m> {
         head: Vec<Tensor<2>>,
         /// Embedding rows in host memory: a lookup needs no matmul.
         embedding: Vec<f32>,
+        /// GPT-2's learned position rows (empty for the other families).
+        positions: Vec<f32>,
     },
     /// Blocks and head chunks built from `source` on every pass, `layers_at_once` at a time.
     Streamed {
@@ -138,7 +146,7 @@ enum Weights<'m> {
 pub struct Engine<'m> {
     device: Device,
     config: ModelConfig,
-    final_norm: Tensor<1>,
+    final_norm: Norm,
     weights: Weights<'m>,
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -184,16 +192,6 @@ fn tensor2_transposed(values: &[f32], rows: usize, cols: usize, device: &Device)
     Tensor::from_data(TensorData::new(t, [cols, rows]), device)
 }
 
-fn head_name(config: &ModelConfig) -> &'static str {
-    if config.tie_word_embeddings {
-        "model.embed_tokens.weight"
-    } else {
-        "lm_head.weight"
-    }
-}
-
-const EMBEDDING: &str = "model.embed_tokens.weight";
-
 /// Block `i`'s weights; a mixture's experts only when `with_experts` (resident), else they are
 /// read per pass by [`load_expert`] for the experts the tokens use.
 fn load_block(
@@ -203,6 +201,9 @@ fn load_block(
     device: &Device,
     with_experts: bool,
 ) -> Result<Block, ScoringError> {
+    if config.architecture.gpt2_family() {
+        return load_gpt2_block(source, config, i, device);
+    }
     let p = |s: &str| format!("model.layers.{i}.{s}");
     let matrix = |name: &str| -> Result<Tensor<2>, ScoringError> {
         let (values, rows, cols) = source.matrix(&p(name))?;
@@ -259,7 +260,7 @@ fn load_block(
         let ffn = config.intermediate_size;
         let mut parts = split("mlp.gate_up_proj.weight", &[ffn, ffn])?.into_iter();
         Mlp::Dense(Ffn {
-            gate: parts.next().expect("two parts"),
+            gate: Some(parts.next().expect("two parts")),
             up: parts.next().expect("two parts"),
             down: matrix("mlp.down_proj.weight")?,
             b_gate: None,
@@ -268,7 +269,7 @@ fn load_block(
         })
     } else {
         Mlp::Dense(Ffn {
-            gate: matrix("mlp.gate_proj.weight")?,
+            gate: Some(matrix("mlp.gate_proj.weight")?),
             up: matrix("mlp.up_proj.weight")?,
             down: matrix("mlp.down_proj.weight")?,
             b_gate: optional(config.mlp_bias, "mlp.gate_proj.bias")?,
@@ -276,8 +277,14 @@ fn load_block(
             b_down: optional(config.mlp_bias, "mlp.down_proj.bias")?,
         })
     };
+    let rms = |name: &str| -> Result<Norm, ScoringError> {
+        Ok(Norm {
+            weight: vector(name)?,
+            bias: None,
+        })
+    };
     Ok(Block {
-        attn_norm: vector("input_layernorm.weight")?,
+        attn_norm: rms("input_layernorm.weight")?,
         wq,
         wk,
         wv,
@@ -289,13 +296,94 @@ fn load_block(
         wo: matrix("self_attn.o_proj.weight")?,
         bo: optional(config.o_bias, "self_attn.o_proj.bias")?,
         post_attn_norm: optional(sandwich, "post_attention_layernorm.weight")?,
-        ffn_norm: vector(if sandwich {
+        ffn_norm: rms(if sandwich {
             "pre_feedforward_layernorm.weight"
         } else {
             "post_attention_layernorm.weight"
         })?,
         post_ffn_norm: optional(sandwich, "post_feedforward_layernorm.weight")?,
         mlp,
+    })
+}
+
+/// GPT-2's learned position embeddings.
+const POSITIONS: &str = "transformer.wpe.weight";
+
+/// A norm's weight and, for the GPT-2 family's LayerNorm, its bias (`{name}.weight`,
+/// `{name}.bias`).
+fn load_norm(
+    source: &Source,
+    config: &ModelConfig,
+    name: &str,
+    device: &Device,
+) -> Result<Norm, ScoringError> {
+    let bias = config
+        .architecture
+        .gpt2_family()
+        .then(|| source.vector(&format!("{name}.bias")))
+        .transpose()?;
+    Ok(Norm {
+        weight: tensor1(source.vector(&format!("{name}.weight"))?, device),
+        bias: bias.map(|b| tensor1(b, device)),
+    })
+}
+
+/// GPT-2 block `i`: `Conv1D` weights are stored `[in, out]`, the layout the pass multiplies
+/// by, so they are used as read; `c_attn` is split into q, k and v by columns.
+fn load_gpt2_block(
+    source: &Source,
+    config: &ModelConfig,
+    i: usize,
+    device: &Device,
+) -> Result<Block, ScoringError> {
+    let p = |s: &str| format!("transformer.h.{i}.{s}");
+    let conv1d = |name: &str| -> Result<Tensor<2>, ScoringError> {
+        let (values, rows, cols) = source.matrix(&p(name))?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [rows, cols]),
+            device,
+        ))
+    };
+    let vector = |name: &str| -> Result<Vec<f32>, ScoringError> { source.vector(&p(name)) };
+    let h = config.hidden_size;
+    let (qkv, rows, cols) = source.matrix(&p("attn.c_attn.weight"))?;
+    let qkv_bias = vector("attn.c_attn.bias")?;
+    let part = |k: usize| {
+        let values: Vec<f32> = qkv
+            .chunks(cols)
+            .flat_map(|row| row[k * h..(k + 1) * h].iter().copied())
+            .collect();
+        let weight = Tensor::from_data(TensorData::new(values, [rows, h]), device);
+        let bias = tensor1(qkv_bias[k * h..(k + 1) * h].to_vec(), device);
+        (weight, Some(bias))
+    };
+    let ((wq, bq), (wk, bk), (wv, bv)) = (part(0), part(1), part(2));
+    let bias = |name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
+        Ok(Some(tensor1(vector(name)?, device)))
+    };
+    Ok(Block {
+        attn_norm: load_norm(source, config, &p("ln_1"), device)?,
+        wq,
+        wk,
+        wv,
+        bq,
+        bk,
+        bv,
+        q_norm: None,
+        k_norm: None,
+        wo: conv1d("attn.c_proj.weight")?,
+        bo: bias("attn.c_proj.bias")?,
+        post_attn_norm: None,
+        ffn_norm: load_norm(source, config, &p("ln_2"), device)?,
+        post_ffn_norm: None,
+        mlp: Mlp::Dense(Ffn {
+            gate: None,
+            up: conv1d("mlp.c_fc.weight")?,
+            down: conv1d("mlp.c_proj.weight")?,
+            b_gate: None,
+            b_up: bias("mlp.c_fc.bias")?,
+            b_down: bias("mlp.c_proj.bias")?,
+        }),
     })
 }
 
@@ -307,7 +395,7 @@ fn load_expert(source: &Source, i: usize, e: usize, device: &Device) -> Result<F
         Ok(tensor2_transposed(&values, rows, cols, device))
     };
     Ok(Ffn {
-        gate: matrix("w1")?,
+        gate: Some(matrix("w1")?),
         up: matrix("w3")?,
         down: matrix("w2")?,
         b_gate: None,
@@ -324,7 +412,7 @@ fn load_head_chunk(
     device: &Device,
 ) -> Result<Tensor<2>, ScoringError> {
     let n = rows.len();
-    let values = source.rows(head_name(config), rows)?;
+    let values = source.rows(config.head_name(), rows)?;
     Ok(tensor2_transposed(&values, n, config.hidden_size, device))
 }
 
@@ -349,14 +437,22 @@ impl<'m> Engine<'m> {
     ) -> Result<Self, ScoringError> {
         let config = model.config().clone();
         let source = Source::Model(model);
-        let final_norm = tensor1(source.vector("model.norm.weight")?, &device);
+        let final_norm = load_norm(&source, &config, config.final_norm_name(), &device)?;
+        let embedding_name = config.embedding_name();
         let weights = match residency {
             Residency::Resident => {
                 let blocks = (0..config.num_hidden_layers)
                     .map(|i| load_block(&source, &config, i, &device, true))
                     .collect::<Result<_, _>>()?;
-                let embedding = model.load_f32(EMBEDDING)?;
-                source.release(EMBEDDING);
+                let embedding = model.load_f32(embedding_name)?;
+                source.release(embedding_name);
+                let positions = if config.architecture.gpt2_family() {
+                    let values = model.load_f32(POSITIONS)?;
+                    source.release(POSITIONS);
+                    values
+                } else {
+                    Vec::new()
+                };
                 let d = config.hidden_size;
                 // A tied head is the embedding already in memory: no second read of it.
                 let head = head_chunks(config.vocab_size)
@@ -369,11 +465,12 @@ impl<'m> Engine<'m> {
                         }
                     })
                     .collect::<Result<_, ScoringError>>()?;
-                source.release(head_name(&config));
+                source.release(config.head_name());
                 Weights::Resident {
                     blocks,
                     head,
                     embedding,
+                    positions,
                 }
             }
             Residency::Streamed { layers_at_once } => Weights::Streamed {
@@ -450,13 +547,40 @@ impl<'m> Engine<'m> {
                         row.copy_from_slice(&embedding[id * d..(id + 1) * d])
                     }
                     Weights::Streamed { source, .. } => {
-                        row.copy_from_slice(&source.rows(EMBEDDING, id..id + 1)?)
+                        row.copy_from_slice(&source.rows(c.embedding_name(), id..id + 1)?)
                     }
                 }
             }
         }
         if let Weights::Streamed { source, .. } = &self.weights {
-            source.release(EMBEDDING);
+            source.release(c.embedding_name());
+        }
+        // GPT-2 adds each token's learned position (its index within its own sequence).
+        if c.architecture.gpt2_family() {
+            let longest = batch.iter().map(Vec::len).max().unwrap_or(0);
+            if longest > c.max_position_embeddings {
+                return Err(ScoringError::Backend(format!(
+                    "a sequence of {longest} tokens is longer than the model's {} positions",
+                    c.max_position_embeddings
+                )));
+            }
+            let streamed;
+            let table: &[f32] = match &self.weights {
+                Weights::Resident { positions, .. } => positions,
+                Weights::Streamed { source, .. } => {
+                    streamed = source.rows(POSITIONS, 0..longest)?;
+                    source.release(POSITIONS);
+                    &streamed
+                }
+            };
+            for (ids, &start) in batch.iter().zip(&starts) {
+                for pos in 0..ids.len() {
+                    let row = &mut x[(start + pos) * d..(start + pos + 1) * d];
+                    for (v, p) in row.iter_mut().zip(&table[pos * d..(pos + 1) * d]) {
+                        *v += p;
+                    }
+                }
+            }
         }
         // Gemma scales the embedding by sqrt(hidden), rounded to f32 as transformers' buffer.
         if c.architecture == Architecture::Gemma3 {
@@ -489,7 +613,7 @@ impl<'m> Engine<'m> {
                 }
             }
         }
-        let x = rms_norm(x, &self.final_norm, c.rms_norm_eps);
+        let x = self.norm(x, &self.final_norm);
 
         // Logits chunk by chunk into each sequence's own rows, then log-softmax per row on the
         // host.
@@ -508,7 +632,7 @@ impl<'m> Engine<'m> {
                 Weights::Streamed { source, .. } => {
                     let chunk = load_head_chunk(source, c, rows.clone(), &self.device)?;
                     // Keep the mapped pages of a large head from piling up chunk after chunk.
-                    source.release(head_name(c));
+                    source.release(c.head_name());
                     chunk
                 }
             };
@@ -552,7 +676,7 @@ impl<'m> Engine<'m> {
         let local = c.is_local_layer(layer);
         let windowed = c.layer_window(layer).is_some();
 
-        let h = rms_norm(x.clone(), &w.attn_norm, eps);
+        let h = self.norm(x.clone(), &w.attn_norm);
         let q = head_norm(
             linear(h.clone(), &w.wq, &w.bq).reshape([n, heads, hd]),
             &w.q_norm,
@@ -563,7 +687,11 @@ impl<'m> Engine<'m> {
             &w.k_norm,
             eps,
         );
-        let (q, k) = (packing.rope(q, local), packing.rope(k, local));
+        let (q, k) = if c.architecture.gpt2_family() {
+            (q, k) // learned positions were added to the embedding
+        } else {
+            (packing.rope(q, local), packing.rope(k, local))
+        };
         let v = linear(h, &w.wv, &w.bv).reshape([n, kv_heads, hd]);
         // Attention per sequence. Grouped-query attention without copying k/v: the query heads
         // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
@@ -596,7 +724,7 @@ impl<'m> Engine<'m> {
         let attn = linear(Tensor::cat(per_sequence, 0), &w.wo, &w.bo);
         let x = x + post_norm(attn, &w.post_attn_norm, eps);
 
-        let h = rms_norm(x.clone(), &w.ffn_norm, eps);
+        let h = self.norm(x.clone(), &w.ffn_norm);
         let mlp = match &w.mlp {
             Mlp::Dense(ffn) => self.ffn(ffn, h),
             Mlp::Experts { router, experts } => self.experts(h, router, experts, layer, source)?,
@@ -604,15 +732,27 @@ impl<'m> Engine<'m> {
         Ok(x + post_norm(mlp, &w.post_ffn_norm, eps))
     }
 
-    /// `down · (act(gate · h) ⊙ up · h)` with the configured gate activation.
+    /// `down · (act(gate · h) ⊙ up · h)`, or `down · act(up · h)` without a gate, with the
+    /// configured activation.
     fn ffn(&self, w: &Ffn, h: Tensor<2>) -> Tensor<2> {
-        let gate = linear(h.clone(), &w.gate, &w.b_gate);
-        let gate = match self.config.hidden_act.as_str() {
-            "gelu_tanh" => gelu_approximate(gate),
-            _ => silu(gate),
+        let act = |t: Tensor<2>| match self.config.hidden_act.as_str() {
+            "gelu_tanh" => gelu_approximate(t),
+            _ => silu(t),
         };
-        let up = linear(h, &w.up, &w.b_up);
-        linear(gate * up, &w.down, &w.b_down)
+        let inner = match &w.gate {
+            Some(gate) => act(linear(h.clone(), gate, &w.b_gate)) * linear(h, &w.up, &w.b_up),
+            None => act(linear(h, &w.up, &w.b_up)),
+        };
+        linear(inner, &w.down, &w.b_down)
+    }
+
+    /// The family's norm over the last dimension: LayerNorm with its bias (GPT-2) or RMSNorm.
+    fn norm(&self, x: Tensor<2>, norm: &Norm) -> Tensor<2> {
+        let eps = self.config.rms_norm_eps;
+        match &norm.bias {
+            Some(bias) => layer_norm(x, &norm.weight, bias, eps),
+            None => rms_norm(x, &norm.weight, eps),
+        }
     }
 
     /// Mixtral's sparse MLP over `h: [N, hidden]`: router probabilities on the host, each
@@ -721,6 +861,20 @@ fn head_norm(x: Tensor<3>, weight: &Option<Tensor<1>>, eps: f64) -> Tensor<3> {
     };
     let [n, heads, hd] = x.dims();
     rms_norm(x.reshape([n * heads, hd]), weight, eps).reshape([n, heads, hd])
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension of `[N, hidden]`
+/// (biased variance, as torch's LayerNorm).
+fn layer_norm(x: Tensor<2>, weight: &Tensor<1>, bias: &Tensor<1>, eps: f64) -> Tensor<2> {
+    let centred = x.clone() - x.mean_dim(1);
+    let scale = centred
+        .clone()
+        .powi_scalar(2)
+        .mean_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
+    centred * scale * weight.clone().unsqueeze_dim(0) + bias.clone().unsqueeze_dim(0)
 }
 
 /// `x / sqrt(mean(x^2) + eps) * weight` over the last dimension of `[N, hidden]`.

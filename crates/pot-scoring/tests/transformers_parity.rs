@@ -206,7 +206,7 @@ fn the_qwen3_gguf_matches_transformers() {
 /// equals resident, int8 stays within its usual noise.
 #[test]
 fn every_architecture_runs_streamed_and_int8() {
-    for name in ["qwen3", "gemma3", "phi3", "mixtral"] {
+    for name in ["qwen3", "gemma3", "phi3", "mixtral", "gpt2"] {
         residencies_agree(name);
     }
 }
@@ -266,4 +266,51 @@ fn residencies_agree(name: &str) {
     if name != "mixtral" {
         assert!(max < 1.0, "{name}: max {max}");
     }
+}
+
+/// The original GPT-2 checkpoints name tensors without GPT2LMHeadModel's `transformer.` prefix
+/// and carry causal-mask buffers (`h.N.attn.bias`): such a file reads as the same model.
+#[test]
+fn a_gpt2_checkpoint_without_the_transformer_prefix_reads_the_same() {
+    use pot_formats::convert::{OutputDType, write_safetensors};
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+            .unwrap();
+    let model = Model::open(fixtures().join("gpt2")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("gpt2-original-names");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(
+        fixtures().join("gpt2/config.json"),
+        copy.join("config.json"),
+    )
+    .unwrap();
+    let mut tensors: Vec<(String, Vec<usize>)> = model
+        .tensors()
+        .map(|t| {
+            (
+                t.name.trim_start_matches("transformer.").to_string(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    tensors.push(("h.0.attn.bias".into(), vec![1, 1, 4, 4]));
+    write_safetensors(
+        &copy.join("model.safetensors"),
+        OutputDType::F32,
+        &tensors,
+        "test",
+        |i, name| {
+            if name == "h.0.attn.bias" {
+                return Ok(vec![1.0; 16]);
+            }
+            model.load_f32(&format!("transformer.{}", tensors[i].0))
+        },
+    )
+    .unwrap();
+    let (max_diff, agree, positions) = compare_file(&copy, "gpt2", &reference);
+    assert!(
+        max_diff <= 1e-4 && agree == positions,
+        "{max_diff:.2e}, {agree}/{positions}"
+    );
 }
