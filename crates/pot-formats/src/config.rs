@@ -794,6 +794,7 @@ impl ModelConfig {
         let has = |t: &str| file.tensor(&format!("blk.0.{t}")).is_some();
         let num_hidden_layers = num("block_count")?;
         let gemma = architecture == Architecture::Gemma3;
+        let gpt2 = architecture.gpt2_family();
         // llama.cpp's gemma3 graph (llama-model.cpp): `set_swa_pattern(6)` (layer i slides
         // unless i % 6 == 5), the sliding layers' RoPE base fixed at 10000, and the query scale
         // 1/sqrt(head_dim) except for the 27B (62 layers), which uses 1/sqrt(hidden / heads).
@@ -821,13 +822,15 @@ impl ModelConfig {
             // llama.cpp's default when the key is absent (llama-model.cpp: rope_freq_base_train).
             rope_theta: float_opt("rope.freq_base")?.unwrap_or(10_000.0),
             rope_scaling,
-            // llama.cpp requires it for llama and qwen2; so do we.
-            rms_norm_eps: float_opt("attention.layer_norm_rms_epsilon")?.ok_or_else(|| {
-                invalid(format!(
-                    "metadata `{}` is missing",
-                    key("attention.layer_norm_rms_epsilon")
-                ))
-            })?,
+            // llama.cpp requires it (the LayerNorm epsilon for gpt2); so do we.
+            rms_norm_eps: {
+                let k = if gpt2 {
+                    "attention.layer_norm_epsilon"
+                } else {
+                    "attention.layer_norm_rms_epsilon"
+                };
+                float_opt(k)?.ok_or_else(|| invalid(format!("metadata `{}` is missing", key(k))))?
+            },
             tie_word_embeddings: file.tensor("output.weight").is_none(),
             sliding_window: num_opt("attention.sliding_window")?,
             sliding_layers,
@@ -835,10 +838,11 @@ impl ModelConfig {
             query_pre_attn_scalar,
             num_experts: 0,
             experts_per_token: 0,
-            qkv_bias: has("attn_q.bias"),
-            o_bias: has("attn_output.bias"),
-            mlp_bias: has("ffn_up.bias"),
-            hidden_act: if gemma { "gelu_tanh" } else { "silu" }.into(),
+            // GPT-2 has biases on every projection (its expected tensors list them).
+            qkv_bias: gpt2 || has("attn_q.bias"),
+            o_bias: gpt2 || has("attn_output.bias"),
+            mlp_bias: gpt2 || has("ffn_up.bias"),
+            hidden_act: if gemma || gpt2 { "gelu_tanh" } else { "silu" }.into(),
             max_position_embeddings,
             bos_token_id: file
                 .get("tokenizer.ggml.bos_token_id")

@@ -10,7 +10,9 @@ use crate::config::{Architecture, ModelConfig};
 use crate::dtype::{DType, dequantize};
 use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
-use crate::names::{hf_name_of_gguf, layer_of, rope_permutation_heads, unpermute_rope_rows};
+use crate::names::{
+    hf_name_of_gguf, is_conv1d_weight, layer_of, rope_permutation_heads, unpermute_rope_rows,
+};
 use crate::tokenizer::Tokenizer;
 
 /// Where a model's bytes live.
@@ -46,6 +48,9 @@ struct Location {
     start: usize,
     /// llama.cpp stored this tensor's rows permuted for interleaved RoPE (see names.rs).
     permuted_heads: Option<usize>,
+    /// A GPT-2 `Conv1D` weight stored by llama.cpp as `[out, in]`: read transposed into the
+    /// Hugging Face `[in, out]` layout (its `info.shape` is that layout already).
+    transposed: bool,
     /// A Gemma RMSNorm weight stored as `w` of `x * (1 + w)`: read as `1 + w`, the multiplier
     /// llama.cpp's converter stores (transformers adds 1 in f32 too, so both read identically).
     plus_one: bool,
@@ -112,10 +117,15 @@ impl Model {
                     )
                 })
                 .flatten();
+            let transposed = is_conv1d_weight(&name);
+            let mut shape = t.shape();
+            if transposed {
+                shape.reverse();
+            }
             let info = TensorInfo {
                 name: name.clone(),
                 dtype: t.dtype,
-                shape: t.shape(),
+                shape,
                 bytes: t.len as u64,
             };
             tensors.insert(
@@ -125,6 +135,7 @@ impl Model {
                     file: 0,
                     start: t.start,
                     permuted_heads,
+                    transposed,
                     plus_one: false,
                 },
             );
@@ -219,6 +230,7 @@ impl Model {
                         file: i,
                         start,
                         permuted_heads: None,
+                        transposed: false,
                         plus_one,
                     },
                 );
@@ -356,6 +368,17 @@ impl Model {
             let cols = loc.info.shape.get(1).copied().unwrap_or(1);
             out = unpermute_rope_rows(&out, rows, cols, heads);
         }
+        if loc.transposed {
+            // Stored [out, in] = [shape[1], shape[0]]; wanted [in, out].
+            let (rows, cols) = (loc.info.shape[0], loc.info.shape[1]);
+            let stored = out;
+            out = vec![0.0f32; stored.len()];
+            for (c, row) in stored.chunks(rows).enumerate() {
+                for (r, v) in row.iter().enumerate() {
+                    out[r * cols + c] = *v;
+                }
+            }
+        }
         if loc.plus_one {
             out.iter_mut().for_each(|w| *w += 1.0);
         }
@@ -373,6 +396,7 @@ impl Model {
         assert!(
             loc.permuted_heads.is_none()
                 && !loc.plus_one
+                && !loc.transposed
                 && cols % per_block == 0
                 && rows.end <= n_rows,
             "row read of {name}: rows {rows:?} of {n_rows}, {cols} columns"

@@ -8,6 +8,9 @@ use crate::config::Architecture;
 /// `ffn_norm` is its pre-MLP norm (LLaMA's is `post_attention_layernorm`), and Phi-3's fused
 /// `attn_qkv` / `ffn_up` hold q/k/v and gate/up.
 pub fn hf_name_of_gguf(name: &str, arch: Architecture) -> Option<String> {
+    if arch.gpt2_family() {
+        return gpt2_name_of_gguf(name);
+    }
     match name {
         "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
         "output_norm.weight" => return Some("model.norm.weight".into()),
@@ -40,6 +43,48 @@ pub fn hf_name_of_gguf(name: &str, arch: Architecture) -> Option<String> {
         _ => return None,
     };
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// GPT-2's names in llama.cpp's gpt2 graph.
+fn gpt2_name_of_gguf(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("transformer.wte.weight"),
+        "position_embd.weight" => Some("transformer.wpe.weight"),
+        "output_norm.weight" => Some("transformer.ln_f.weight"),
+        "output_norm.bias" => Some("transformer.ln_f.bias"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(fixed) = fixed {
+        return Some(fixed.into());
+    }
+    let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "ln_1",
+        "attn_qkv" => "attn.c_attn",
+        "attn_output" => "attn.c_proj",
+        "ffn_norm" => "ln_2",
+        "ffn_up" => "mlp.c_fc",
+        "ffn_down" => "mlp.c_proj",
+        _ => return None,
+    };
+    Some(format!("transformer.h.{layer}.{hf}.{kind}"))
+}
+
+/// Whether an internal GPT-2 tensor is a `Conv1D` weight (`[in, out]` in Hugging Face files;
+/// llama.cpp's converter stores it transposed, as a linear layer's `[out, in]`).
+pub fn is_conv1d_weight(name: &str) -> bool {
+    name.starts_with("transformer.h.")
+        && [
+            ".attn.c_attn.weight",
+            ".attn.c_proj.weight",
+            ".mlp.c_fc.weight",
+            ".mlp.c_proj.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
 }
 
 /// The layer index of an internal name (`model.layers.N.…`, GPT-2's `transformer.h.N.…`).
@@ -137,6 +182,24 @@ mod tests {
             hf_name_of_gguf("blk.0.post_ffw_norm.weight", Architecture::Llama),
             None
         );
+        for (gguf, hf) in [
+            ("token_embd.weight", "transformer.wte.weight"),
+            ("position_embd.weight", "transformer.wpe.weight"),
+            ("output_norm.bias", "transformer.ln_f.bias"),
+            (
+                "blk.2.attn_qkv.weight",
+                "transformer.h.2.attn.c_attn.weight",
+            ),
+            ("blk.2.ffn_down.bias", "transformer.h.2.mlp.c_proj.bias"),
+        ] {
+            assert_eq!(
+                hf_name_of_gguf(gguf, Architecture::Gpt2).as_deref(),
+                Some(hf)
+            );
+        }
+        assert!(is_conv1d_weight("transformer.h.2.attn.c_attn.weight"));
+        assert!(!is_conv1d_weight("transformer.h.2.attn.c_attn.bias"));
+        assert!(!is_conv1d_weight("transformer.wte.weight"));
         assert_eq!(layer_of("model.layers.7.mlp.up_proj.weight"), Some(7));
         assert_eq!(layer_of("transformer.h.11.attn.c_attn.weight"), Some(11));
         assert_eq!(layer_of("transformer.wte.weight"), None);

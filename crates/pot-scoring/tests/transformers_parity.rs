@@ -183,22 +183,25 @@ fn a_qwen3_config_without_head_dim_is_read_as_transformers_does() {
     assert!(err.contains("[512, 32]") || err.contains("[128]"), "{err}");
 }
 
-/// The same qwen3 weights as a GGUF file under llama.cpp's names and metadata
-/// (`qwen3_gguf.py`, gguf-py): pot's GGUF path computes what transformers computes.
+/// The same weights as GGUF files under llama.cpp's names, layouts and metadata
+/// (`tiny_gguf.py`, gguf-py): qwen3's q/k norms, Phi-3's fused projections, GPT-2's position
+/// embedding and transposed Conv1D weights. pot's GGUF path computes what transformers computes.
 #[test]
-fn the_qwen3_gguf_matches_transformers() {
+fn the_gguf_copies_match_transformers() {
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
             .unwrap();
-    let (max_diff, agree, positions) =
-        compare_file(&fixtures().join("qwen3.gguf"), "qwen3", &reference);
-    println!(
-        "qwen3.gguf positions {positions}  top-1 {agree}/{positions}  max |diff| {max_diff:.2e}"
-    );
-    assert!(
-        max_diff <= 1e-4 && agree == positions,
-        "{max_diff:.2e}, {agree}/{positions}"
-    );
+    for name in ["qwen3", "phi3", "gpt2"] {
+        let (max_diff, agree, positions) =
+            compare_file(&fixtures().join(format!("{name}.gguf")), name, &reference);
+        println!(
+            "{name}.gguf positions {positions}  top-1 {agree}/{positions}  max |diff| {max_diff:.2e}"
+        );
+        assert!(
+            max_diff <= 1e-4 && agree == positions,
+            "{name}: {max_diff:.2e}, {agree}/{positions}"
+        );
+    }
 }
 
 /// Each architecture's own weights (q/k norms, Gemma's sandwich norms, Phi-3's fused
