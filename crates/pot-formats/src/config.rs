@@ -776,11 +776,6 @@ impl ModelConfig {
                 head_dim,
                 "RoPE over part of each head is not implemented",
             ),
-            (
-                "expert_count",
-                0,
-                "mixture-of-experts models are not implemented yet",
-            ),
         ] {
             if let Some(value) = num_opt(k)?
                 && value != accepted
@@ -788,6 +783,23 @@ impl ModelConfig {
                 return Err(unsupported(path, &key(k), &json!(value), reason));
             }
         }
+        // llama.cpp runs Mixtral as its llama graph with experts (`*.expert_count`).
+        let num_experts = num_opt("expert_count")?.unwrap_or(0);
+        let (architecture, experts_per_token) = match (architecture, num_experts) {
+            (_, 0) => (architecture, 0),
+            (Architecture::Llama, _) => (Architecture::Mixtral, num("expert_used_count")?),
+            (other, n) => {
+                return Err(unsupported(
+                    path,
+                    &key("expert_count"),
+                    &json!(n),
+                    &format!(
+                        "mixtures of experts are implemented for llama-arch (Mixtral) GGUF files, not {}",
+                        other.name()
+                    ),
+                ));
+            }
+        };
         let max_position_embeddings = num_opt("context_length")?.unwrap_or(2048);
         let rope_scaling = gguf_rope(file, arch_name, max_position_embeddings)?;
         // Biases are optional tensors in llama.cpp's llama and qwen2 graphs: present means used.
@@ -836,8 +848,8 @@ impl ModelConfig {
             sliding_layers,
             local_rope_theta: gemma.then_some(10_000.0),
             query_pre_attn_scalar,
-            num_experts: 0,
-            experts_per_token: 0,
+            num_experts,
+            experts_per_token,
             // GPT-2 has biases on every projection (its expected tensors list them).
             qkv_bias: gpt2 || has("attn_q.bias"),
             o_bias: gpt2 || has("attn_output.bias"),

@@ -11,7 +11,8 @@ use crate::dtype::{DType, dequantize};
 use crate::error::{FormatError, Result};
 use crate::gguf::GgufFile;
 use crate::names::{
-    hf_name_of_gguf, is_conv1d_weight, layer_of, rope_permutation_heads, unpermute_rope_rows,
+    gguf_expert_stack, hf_name_of_gguf, is_conv1d_weight, layer_of, rope_permutation_heads,
+    unpermute_rope_rows,
 };
 use crate::tokenizer::Tokenizer;
 
@@ -97,10 +98,53 @@ impl Model {
     fn open_gguf(path: &Path) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = ModelConfig::from_gguf(&file)?;
-        // llama.cpp permutes Q/K rows for LLaMA-family files only (Qwen2 uses NEOX RoPE).
-        let permute = config.architecture == Architecture::Llama;
+        // llama.cpp permutes Q/K rows for llama-arch files only (Mixtral's included; Qwen2,
+        // Qwen3, Gemma 3, Phi-3 use NEOX RoPE).
+        let permute = matches!(
+            config.architecture,
+            Architecture::Llama | Architecture::Mixtral
+        );
         let mut tensors = BTreeMap::new();
         for t in &file.tensors {
+            if config.num_experts > 0
+                && let Some((layer, w)) = gguf_expert_stack(&t.name)
+            {
+                // One tensor per expert, each a contiguous slice of the stack.
+                let shape = t.shape();
+                let experts = config.num_experts;
+                if shape.len() != 3 || shape[0] != experts || !t.len.is_multiple_of(experts) {
+                    return Err(FormatError::corrupt(
+                        path,
+                        format!(
+                            "`{}` has shape {shape:?}, not [{experts}, rows, cols]",
+                            t.name
+                        ),
+                    ));
+                }
+                let bytes = t.len / experts;
+                for e in 0..experts {
+                    let name =
+                        format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}.weight");
+                    let info = TensorInfo {
+                        name: name.clone(),
+                        dtype: t.dtype,
+                        shape: shape[1..].to_vec(),
+                        bytes: bytes as u64,
+                    };
+                    tensors.insert(
+                        name,
+                        Location {
+                            info,
+                            file: 0,
+                            start: t.start + e * bytes,
+                            permuted_heads: None,
+                            transposed: false,
+                            plus_one: false,
+                        },
+                    );
+                }
+                continue;
+            }
             let Some(name) = hf_name_of_gguf(&t.name, config.architecture) else {
                 return Err(FormatError::UnusedTensor {
                     path: path.into(),

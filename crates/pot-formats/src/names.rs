@@ -40,9 +40,24 @@ pub fn hf_name_of_gguf(name: &str, arch: Architecture) -> Option<String> {
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
+        "ffn_gate_inp" => "block_sparse_moe.gate",
         _ => return None,
     };
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// llama.cpp's fused expert tensors (`blk.N.ffn_{gate,up,down}_exps.weight`, shape
+/// `[experts, rows, cols]`, expert-major): the layer and Mixtral's per-expert weight name
+/// (`w1` gate, `w3` up, `w2` down) each slice is read as.
+pub fn gguf_expert_stack(name: &str) -> Option<(usize, &'static str)> {
+    let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
+    let w = match part {
+        "ffn_gate_exps.weight" => "w1",
+        "ffn_up_exps.weight" => "w3",
+        "ffn_down_exps.weight" => "w2",
+        _ => return None,
+    };
+    Some((layer.parse().ok()?, w))
 }
 
 /// GPT-2's names in llama.cpp's gpt2 graph.

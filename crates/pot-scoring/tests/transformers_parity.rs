@@ -191,7 +191,7 @@ fn the_gguf_copies_match_transformers() {
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
             .unwrap();
-    for name in ["qwen3", "phi3", "gpt2"] {
+    for name in ["qwen3", "phi3", "gpt2", "mixtral"] {
         let (max_diff, agree, positions) =
             compare_file(&fixtures().join(format!("{name}.gguf")), name, &reference);
         println!(
