@@ -186,15 +186,15 @@ fn supported_architectures_are_listed_and_others_refused_with_the_list() {
     let supported = pot_formats::Architecture::SUPPORTED;
     assert!(help.contains(supported), "{help}");
     let dir = tempfile::tempdir().unwrap();
-    let gpt2 = tiny_model_with(
-        &dir.path().join("gpt2"),
-        |c| c["model_type"] = "gpt2".into(),
+    let neox = tiny_model_with(
+        &dir.path().join("gpt_neox"),
+        |c| c["model_type"] = "gpt_neox".into(),
         false,
     );
-    let out = pot(&["inspect", &gpt2]);
+    let out = pot(&["inspect", &neox]);
     assert_eq!(out.status.code(), Some(4));
     assert!(
-        stderr(&out).contains("gpt2") && stderr(&out).contains(supported),
+        stderr(&out).contains("gpt_neox") && stderr(&out).contains(supported),
         "{}",
         stderr(&out)
     );
