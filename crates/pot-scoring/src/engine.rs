@@ -110,6 +110,8 @@ struct Ffn {
     b_down: Option<Tensor<1>>,
 }
 
+// One per block: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Mlp {
     Dense(Ffn),
     /// Mixtral's sparse mixture: the router (`[hidden, experts]`) and the experts, or no
