@@ -1,8 +1,12 @@
 //! `cargo xtask bench scoring`: teacher-forced tokens per second of pot's scorer and of llama.cpp
 //! on the same F32 weights, the same token ids and the same thread count, in one run; the table
 //! goes into docs/BENCHMARKS.md between the `bench-scoring` markers.
-//!
 //! Needs Python 3 with `gguf==0.19.0` (F32 conversion) and `llama-cpp-python==0.3.36`.
+//!
+//! `cargo xtask bench streaming [--runs N] [--model NAME]`: the same job resident and streamed
+//! layer by layer, alternating, on a fixture converted to F32 safetensors (default Qwen2.5-Coder
+//! 1.5B, 7.1 GB): timed passes, their ratio, and each side's peak RSS (`/usr/bin/time`) beside
+//! the memory plan's streamed estimate. Prints the table for docs/BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,8 +56,169 @@ fn parse(args: &[String]) -> Result<Options> {
 pub fn run(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((what, rest)) if what == "scoring" => scoring(&parse(rest)?),
-        _ => bail!("usage: cargo xtask bench scoring [--runs N] [--threads N] [--no-write]"),
+        Some((what, rest)) if what == "streaming" => streaming(rest),
+        _ => bail!(
+            "usage: cargo xtask bench scoring [--runs N] [--threads N] [--no-write]\n       \
+             cargo xtask bench streaming [--runs N] [--model NAME]"
+        ),
     }
+}
+
+/// The benchmark's challenges as token batches, written to `file` for the bench_tokens example;
+/// returns the longest sequence's length.
+fn write_tokens(model: &Model, file: &Path) -> Result<usize> {
+    let tokenizer = model.tokenizer()?;
+    let key = MasterKey::from_bytes([0x42; 32]);
+    let challenges = generate(
+        &key,
+        &ChallengeSpec::new("bench-scoring", (BATCH * BATCHES) as u64),
+    );
+    let ids: Vec<Vec<u32>> = challenges
+        .iter()
+        .map(|c| {
+            tokenizer
+                .encode_prompt(&c.prompt)
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<_>>()?;
+    let batches: Vec<&[Vec<u32>]> = ids.chunks(BATCH).collect();
+    std::fs::write(file, serde_json::json!({ "batches": batches }).to_string())?;
+    Ok(ids.iter().map(Vec::len).max().unwrap_or(1))
+}
+
+fn streaming(args: &[String]) -> Result<()> {
+    let (mut runs, mut name) = (3usize, "qwen2.5-coder-1.5b".to_string());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--runs", Some(n)) => runs = n.parse().context("--runs N")?,
+            ("--model", Some(m)) => name = m.clone(),
+            _ => bail!("usage: cargo xtask bench streaming [--runs N] [--model NAME]"),
+        }
+    }
+    let src = crate::fixtures::ensure_named(&name)?;
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let f32_dir = dir.join(format!("{name}-f32"));
+    let gguf = Model::open(&src)?;
+    if !f32_dir.is_dir() {
+        eprintln!("writing {} (F32 safetensors) ...", f32_dir.display());
+        pot_formats::convert::convert(
+            &gguf,
+            &f32_dir,
+            pot_formats::convert::OutputDType::F32,
+            |_, _| {},
+        )?;
+    }
+    let model = Model::open(&f32_dir)?;
+    let tokens_file = dir.join(format!("{name}-tokens.json"));
+    let max_tokens = write_tokens(&model, &tokens_file)?;
+    let plan = pot_memory_governor::estimates(
+        &model.description(),
+        &pot_memory_governor::Workload {
+            batch_size: BATCH,
+            max_tokens,
+        },
+    );
+    let streamed_estimate = plan
+        .iter()
+        .find(|(s, _)| matches!(s, pot_memory_governor::Strategy::Streamed { .. }))
+        .map(|(_, e)| e.total_bytes)
+        .unwrap_or(0);
+    // Built once up front (with the workspace's features, so burn is not built a second time),
+    // so the timed runs below measure the passes only.
+    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--workspace", "--examples"])
+        .status()?;
+    if !build.success() {
+        bail!("building the bench_tokens example failed");
+    }
+    let (mut times, mut peaks) = ([Vec::new(), Vec::new()], [0u64, 0u64]);
+    let mut sums: [Option<serde_json::Value>; 2] = [None, None];
+    for run in 1..=runs {
+        for (side, mode) in ["resident", "streamed"].iter().enumerate() {
+            eprintln!("{name} F32: run {run} of {runs}, {mode}");
+            let mut cmd = Command::new("/usr/bin/time");
+            cmd.args(["-f", "maxrss_kb=%M"])
+                .args(example_binary("bench_tokens"))
+                .arg(&f32_dir)
+                .arg(&tokens_file)
+                .arg("1")
+                .arg(mode);
+            let out = cmd
+                .output()
+                .context("cannot run /usr/bin/time (apt-get install time)")?;
+            if !out.status.success() {
+                bail!(
+                    "bench_tokens {mode} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().last().context("no output")?;
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            times[side].extend(seconds(&v));
+            sums[side] = Some(v["target_logprob_sums"].clone());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let kb: u64 = stderr
+                .lines()
+                .filter_map(|l| l.strip_prefix("maxrss_kb="))
+                .next_back()
+                .and_then(|v| v.trim().parse().ok())
+                .context("no maxrss from /usr/bin/time")?;
+            peaks[side] = peaks[side].max(kb * 1024);
+        }
+    }
+    let (resident, streamed) = (median(times[0].clone()), median(times[1].clone()));
+    let identical = sums[0] == sums[1];
+    let gb = |b: u64| b as f64 / 1e9;
+    println!(
+        "Command: `cargo xtask bench streaming --runs {runs} --model {name}`; machine: {}; F32 \
+         safetensors ({:.2} GB), {} challenges in batches of {BATCH}; median of {runs} timed \
+         passes per side, alternating.\n\n\
+         | mode | timed pass (median) | all passes | peak RSS | streamed plan estimate |\n\
+         |---|---|---|---|---|\n\
+         | resident | {resident:.1} s | {:?} | {:.2} GB | |\n\
+         | streamed | {streamed:.1} s (**{:.2}x**) | {:?} | {:.2} GB | {:.2} GB |\n\n\
+         Per-sequence log-prob sums {}.",
+        machine(),
+        gb(model.file_bytes()),
+        BATCH * BATCHES,
+        times[0]
+            .iter()
+            .map(|t| (t * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        gb(peaks[0]),
+        streamed / resident,
+        times[1]
+            .iter()
+            .map(|t| (t * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        gb(peaks[1]),
+        gb(streamed_estimate),
+        if identical {
+            "identical"
+        } else {
+            "differ between the two modes"
+        },
+    );
+    Ok(())
+}
+
+/// The built example binary (`cargo build -p pot-scoring --example NAME` first).
+fn example_binary(name: &str) -> Vec<String> {
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| crate::fixtures::workspace_root().join("target"),
+        PathBuf::from,
+    );
+    vec![
+        target
+            .join("debug")
+            .join("examples")
+            .join(name)
+            .display()
+            .to_string(),
+    ]
 }
 
 fn work_dir() -> PathBuf {
@@ -103,26 +268,8 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
         "f32gguf.py (pip install gguf==0.19.0 numpy)",
     )?;
     let model = Model::open(&f32_path)?;
-    let tokenizer = model.tokenizer()?;
-    let key = MasterKey::from_bytes([0x42; 32]);
-    let challenges = generate(
-        &key,
-        &ChallengeSpec::new("bench-scoring", (BATCH * BATCHES) as u64),
-    );
-    let ids: Vec<Vec<u32>> = challenges
-        .iter()
-        .map(|c| {
-            tokenizer
-                .encode_prompt(&c.prompt)
-                .map_err(anyhow::Error::msg)
-        })
-        .collect::<Result<_>>()?;
-    let batches: Vec<&[Vec<u32>]> = ids.chunks(BATCH).collect();
     let tokens_file = dir.join(format!("{name}-tokens.json"));
-    std::fs::write(
-        &tokens_file,
-        serde_json::json!({ "batches": batches }).to_string(),
-    )?;
+    write_tokens(&model, &tokens_file)?;
 
     // One timed run of each side at a time, alternating, so that both see the same machine:
     // on a shared 2-core VM the speed drifts by 10-30 % over minutes.

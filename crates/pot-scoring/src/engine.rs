@@ -172,11 +172,37 @@ fn tensor1(values: Vec<f32>, device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values, [n]), device)
 }
 
+/// How a pass holds a linear layer's `[out, in]` weight as the `[in, out]` it multiplies by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// A transposed copy, made once when a resident model loads.
+    Copied,
+    /// The stored rows with transposed strides, no copy: a streamed pass builds every weight
+    /// on every pass, where the copy cost more than the matmuls lose to the strided operand
+    /// (`matmul_ceiling` example: within ±20 % per shape, either way).
+    View,
+}
+
+/// `[rows, cols]` row-major values as a `[cols, rows]` tensor, copied or as a view.
+fn weight(
+    values: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    device: &Device,
+    layout: Layout,
+) -> Tensor<2> {
+    match layout {
+        Layout::Copied => tensor2_transposed(&values, rows, cols, device),
+        Layout::View => {
+            Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device).transpose()
+        }
+    }
+}
+
 /// `[rows, cols]` row-major values as a transposed `[cols, rows]` tensor.
 fn tensor2_transposed(values: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
     let mut t = vec![0.0f32; values.len()];
-    // Blocked transpose (both sides cache-friendly), output blocks of B rows in parallel: when
-    // streaming, every pass transposes every weight.
+    // Blocked transpose (both sides cache-friendly), output blocks of B rows in parallel.
     const B: usize = 64;
     t.par_chunks_mut(B * rows)
         .enumerate()
@@ -194,14 +220,14 @@ fn tensor2_transposed(values: &[f32], rows: usize, cols: usize, device: &Device)
     Tensor::from_data(TensorData::new(t, [cols, rows]), device)
 }
 
-/// Block `i`'s weights; a mixture's experts only when `with_experts` (resident), else they are
-/// read per pass by [`load_expert`] for the experts the tokens use.
+/// Block `i`'s weights. Resident (`Layout::Copied`): a mixture's experts too. Streamed
+/// (`Layout::View`): the experts are read per pass by [`load_expert`], only those the tokens use.
 fn load_block(
     source: &Source,
     config: &ModelConfig,
     i: usize,
     device: &Device,
-    with_experts: bool,
+    layout: Layout,
 ) -> Result<Block, ScoringError> {
     if config.architecture.gpt2_family() {
         return load_gpt2_block(source, config, i, device);
@@ -209,7 +235,7 @@ fn load_block(
     let p = |s: &str| format!("model.layers.{i}.{s}");
     let matrix = |name: &str| -> Result<Tensor<2>, ScoringError> {
         let (values, rows, cols) = source.matrix(&p(name))?;
-        Ok(tensor2_transposed(&values, rows, cols, device))
+        Ok(weight(values, rows, cols, device, layout))
     };
     // A fused projection (Phi-3) split into its parts by rows.
     let split = |name: &str, parts: &[usize]| -> Result<Vec<Tensor<2>>, ScoringError> {
@@ -218,9 +244,9 @@ fn load_block(
         Ok(parts
             .iter()
             .map(|&rows| {
-                let part = &values[first * cols..(first + rows) * cols];
+                let part = values[first * cols..(first + rows) * cols].to_vec();
                 first += rows;
-                tensor2_transposed(part, rows, cols, device)
+                weight(part, rows, cols, device, layout)
             })
             .collect())
     };
@@ -250,9 +276,9 @@ fn load_block(
     let mlp = if config.num_experts > 0 {
         Mlp::Experts {
             router: matrix("block_sparse_moe.gate.weight")?,
-            experts: if with_experts {
+            experts: if layout == Layout::Copied {
                 (0..config.num_experts)
-                    .map(|e| load_expert(source, i, e, device))
+                    .map(|e| load_expert(source, i, e, device, layout))
                     .collect::<Result<_, _>>()?
             } else {
                 Vec::new()
@@ -390,11 +416,17 @@ fn load_gpt2_block(
 }
 
 /// Expert `e` of block `i` of a mixture (Mixtral's names: w1 gate, w3 up, w2 down).
-fn load_expert(source: &Source, i: usize, e: usize, device: &Device) -> Result<Ffn, ScoringError> {
+fn load_expert(
+    source: &Source,
+    i: usize,
+    e: usize,
+    device: &Device,
+    layout: Layout,
+) -> Result<Ffn, ScoringError> {
     let matrix = |w: &str| -> Result<Tensor<2>, ScoringError> {
         let name = format!("model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight");
         let (values, rows, cols) = source.matrix(&name)?;
-        Ok(tensor2_transposed(&values, rows, cols, device))
+        Ok(weight(values, rows, cols, device, layout))
     };
     Ok(Ffn {
         gate: Some(matrix("w1")?),
@@ -412,10 +444,11 @@ fn load_head_chunk(
     config: &ModelConfig,
     rows: Range<usize>,
     device: &Device,
+    layout: Layout,
 ) -> Result<Tensor<2>, ScoringError> {
     let n = rows.len();
     let values = source.rows(config.head_name(), rows)?;
-    Ok(tensor2_transposed(&values, n, config.hidden_size, device))
+    Ok(weight(values, n, config.hidden_size, device, layout))
 }
 
 fn head_chunks(vocab: usize) -> impl Iterator<Item = Range<usize>> {
@@ -444,7 +477,7 @@ impl<'m> Engine<'m> {
         let weights = match residency {
             Residency::Resident => {
                 let blocks = (0..config.num_hidden_layers)
-                    .map(|i| load_block(&source, &config, i, &device, true))
+                    .map(|i| load_block(&source, &config, i, &device, Layout::Copied))
                     .collect::<Result<_, _>>()?;
                 let embedding = model.load_f32(embedding_name)?;
                 source.release(embedding_name);
@@ -463,7 +496,7 @@ impl<'m> Engine<'m> {
                             let values = &embedding[rows.start * d..rows.end * d];
                             Ok(tensor2_transposed(values, rows.len(), d, &device))
                         } else {
-                            load_head_chunk(&source, &config, rows, &device)
+                            load_head_chunk(&source, &config, rows, &device, Layout::Copied)
                         }
                     })
                     .collect::<Result<_, ScoringError>>()?;
@@ -607,7 +640,7 @@ impl<'m> Engine<'m> {
                     self.check_cancel()?;
                     let blocks = group
                         .iter()
-                        .map(|&i| load_block(source, c, i, &self.device, false))
+                        .map(|&i| load_block(source, c, i, &self.device, Layout::View))
                         .collect::<Result<Vec<_>, _>>()?;
                     for (&i, block) in group.iter().zip(&blocks) {
                         x = self.block(block, i, x, &packing, Some(source))?;
@@ -632,7 +665,8 @@ impl<'m> Engine<'m> {
             let chunk = match &self.weights {
                 Weights::Resident { head, .. } => head[k].clone(),
                 Weights::Streamed { source, .. } => {
-                    let chunk = load_head_chunk(source, c, rows.clone(), &self.device)?;
+                    let chunk =
+                        load_head_chunk(source, c, rows.clone(), &self.device, Layout::View)?;
                     // Keep the mapped pages of a large head from piling up chunk after chunk.
                     source.release(c.head_name());
                     chunk
@@ -782,7 +816,7 @@ impl<'m> Engine<'m> {
             let ffn = match (experts.get(e), source) {
                 (Some(ffn), _) => ffn,
                 (None, Some(source)) => {
-                    loaded = load_expert(source, layer, e, &self.device)?;
+                    loaded = load_expert(source, layer, e, &self.device, Layout::View)?;
                     &loaded
                 }
                 (None, None) => {
