@@ -133,15 +133,22 @@ fn streaming(args: &[String]) -> Result<()> {
     if !build.success() {
         bail!("building the bench_tokens example failed");
     }
-    let (mut times, mut peaks) = ([Vec::new(), Vec::new()], [0u64, 0u64]);
-    let mut sums: [Option<serde_json::Value>; 2] = [None, None];
+    // Resident F32, streamed F32, and streamed straight from the quantised GGUF the F32 copy
+    // was converted from (the same values, dequantised on every pass).
+    let sides: [(&str, &Path, &str); 3] = [
+        ("resident", &f32_dir, "resident"),
+        ("streamed", &f32_dir, "streamed"),
+        ("streamed from the GGUF", &src, "streamed"),
+    ];
+    let (mut times, mut peaks) = ([Vec::new(), Vec::new(), Vec::new()], [0u64; 3]);
+    let mut sums: [Option<serde_json::Value>; 3] = [None, None, None];
     for run in 1..=runs {
-        for (side, mode) in ["resident", "streamed"].iter().enumerate() {
-            eprintln!("{name} F32: run {run} of {runs}, {mode}");
+        for (side, (label, path, mode)) in sides.iter().enumerate() {
+            eprintln!("{name}: run {run} of {runs}, {label}");
             let mut cmd = Command::new("/usr/bin/time");
             cmd.args(["-f", "maxrss_kb=%M"])
                 .args(example_binary("bench_tokens"))
-                .arg(&f32_dir)
+                .arg(path)
                 .arg(&tokens_file)
                 .arg("1")
                 .arg(mode);
@@ -169,39 +176,60 @@ fn streaming(args: &[String]) -> Result<()> {
             peaks[side] = peaks[side].max(kb * 1024);
         }
     }
-    let (resident, streamed) = (median(times[0].clone()), median(times[1].clone()));
-    let identical = sums[0] == sums[1];
+    let medians: Vec<f64> = times.iter().map(|t| median(t.clone())).collect();
     let gb = |b: u64| b as f64 / 1e9;
-    println!(
+    let rounded = |t: &[f64]| {
+        t.iter()
+            .map(|t| format!("{t:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Streamed / resident of each alternating pair of runs: the spread the machine allows.
+    let pairs: Vec<String> = times[0]
+        .iter()
+        .zip(&times[1])
+        .map(|(r, s)| format!("{:.2}", s / r))
+        .collect();
+    let mut table = format!(
         "Command: `cargo xtask bench streaming --runs {runs} --model {name}`; machine: {}; F32 \
-         safetensors ({:.2} GB), {} challenges in batches of {BATCH}; median of {runs} timed \
-         passes per side, alternating.\n\n\
-         | mode | timed pass (median) | all passes | peak RSS | streamed plan estimate |\n\
-         |---|---|---|---|---|\n\
-         | resident | {resident:.1} s | {:?} | {:.2} GB | |\n\
-         | streamed | {streamed:.1} s (**{:.2}x**) | {:?} | {:.2} GB | {:.2} GB |\n\n\
-         Per-sequence log-prob sums {}.",
+         safetensors ({:.2} GB) converted from the GGUF ({:.2} GB), {} challenges in batches of \
+         {BATCH}; median of {runs} timed passes per side, the sides alternating run by run \
+         (streamed / resident per pair: {}).\n\n\
+         | mode | timed pass (median) | passes | / resident | peak RSS | plan estimate (streamed) |\n\
+         |---|---|---|---|---|---|\n",
         machine(),
         gb(model.file_bytes()),
+        gb(gguf.file_bytes()),
         BATCH * BATCHES,
-        times[0]
-            .iter()
-            .map(|t| (t * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        gb(peaks[0]),
-        streamed / resident,
-        times[1]
-            .iter()
-            .map(|t| (t * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        gb(peaks[1]),
-        gb(streamed_estimate),
-        if identical {
+        pairs.join(", "),
+    );
+    for (side, (label, _, _)) in sides.iter().enumerate() {
+        table += &format!(
+            "| {label} | {:.1} s | {} | {:.2}x | {:.2} GB | {} |\n",
+            medians[side],
+            rounded(&times[side]),
+            medians[side] / medians[0],
+            gb(peaks[side]),
+            if side == 0 {
+                String::new()
+            } else {
+                format!("{:.2} GB", gb(streamed_estimate))
+            },
+        );
+    }
+    let same = |a: usize, b: usize| {
+        if sums[a] == sums[b] {
             "identical"
         } else {
-            "differ between the two modes"
-        },
+            "different"
+        }
+    };
+    table += &format!(
+        "\nPer-sequence log-prob sums: streamed vs resident {}, GGUF vs F32 {}.",
+        same(0, 1),
+        same(1, 2)
     );
+    println!("{table}");
     Ok(())
 }
 

@@ -213,16 +213,18 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
             activation,
             logits,
         ),
-        // One layer at a time plus its largest matrix's transient copies, or one head chunk.
+        // The layers computing and the next ones, read ahead (double buffering), plus the
+        // largest matrix's transient copies, or one head chunk.
         Strategy::Streamed { layers_at_once } => Estimate::new(
-            4 * s.streamed_layer * layers_at_once as u64,
+            2 * 4 * s.streamed_layer * layers_at_once as u64,
             (3 * 4 * s.largest_matrix).max(head_chunk).max(hashing),
             activation,
             logits,
         ),
-        // The int8 store, one dequantised layer, and the quantisation pass's transient copies.
+        // The int8 store, two dequantised layers (one computing, one read ahead), and the
+        // quantisation pass's transient copies.
         Strategy::Int8 => Estimate::new(
-            (s.params as f64 * INT8_BYTES_PER_WEIGHT).ceil() as u64 + 4 * s.streamed_layer,
+            (s.params as f64 * INT8_BYTES_PER_WEIGHT).ceil() as u64 + 2 * 4 * s.streamed_layer,
             (3 * 4 * s.largest_matrix)
                 .max(3 * 4 * s.embedding)
                 .max(head_chunk),

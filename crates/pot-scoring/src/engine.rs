@@ -635,17 +635,31 @@ impl<'m> Engine<'m> {
                 source,
                 layers_at_once,
             } => {
+                // Double buffering: the next group of layers is read while this one computes
+                // (the plan counts both).
                 let layers: Vec<usize> = (0..c.num_hidden_layers).collect();
-                for group in layers.chunks(*layers_at_once) {
-                    self.check_cancel()?;
-                    let blocks = group
-                        .iter()
-                        .map(|&i| load_block(source, c, i, &self.device, Layout::View))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    for (&i, block) in group.iter().zip(&blocks) {
-                        x = self.block(block, i, x, &packing, Some(source))?;
-                    }
-                }
+                let groups: Vec<&[usize]> = layers.chunks(*layers_at_once).collect();
+                let mut state = Some(x);
+                read_ahead(
+                    groups,
+                    |group| {
+                        group
+                            .iter()
+                            .map(|&i| {
+                                load_block(source, c, i, &self.device, Layout::View).map(|b| (i, b))
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    },
+                    |blocks| {
+                        self.check_cancel()?;
+                        for (i, block) in blocks {
+                            let input = state.take().expect("set before each group");
+                            state = Some(self.block(&block, i, input, &packing, Some(source))?);
+                        }
+                        Ok(())
+                    },
+                )?;
+                x = state.expect("set after the last group");
             }
         }
         let x = self.norm(x, &self.final_norm);
@@ -660,24 +674,10 @@ impl<'m> Engine<'m> {
                 values: vec![0.0; ids.len() * vocab],
             })
             .collect();
-        for (k, rows) in head_chunks(vocab).enumerate() {
+        let chunks: Vec<(usize, Range<usize>)> = head_chunks(vocab).enumerate().collect();
+        let mut write = |rows: Range<usize>, chunk: Tensor<2>| -> Result<(), ScoringError> {
             self.check_cancel()?;
-            let chunk = match &self.weights {
-                Weights::Resident { head, .. } => head[k].clone(),
-                Weights::Streamed { source, .. } => {
-                    let chunk =
-                        load_head_chunk(source, c, rows.clone(), &self.device, Layout::View)?;
-                    // Keep the mapped pages of a large head from piling up chunk after chunk.
-                    source.release(c.head_name());
-                    chunk
-                }
-            };
-            let logits = x
-                .clone()
-                .matmul(chunk)
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| ScoringError::Backend(format!("{e:?}")))?;
+            let logits = to_host(x.clone().matmul(chunk))?;
             let width = rows.len();
             for (seq, &start) in out.iter_mut().zip(&starts) {
                 for i in 0..seq.len {
@@ -685,6 +685,26 @@ impl<'m> Engine<'m> {
                     seq.values[i * vocab + rows.start..i * vocab + rows.end].copy_from_slice(from);
                 }
             }
+            Ok(())
+        };
+        match &self.weights {
+            Weights::Resident { head, .. } => {
+                for (k, rows) in chunks {
+                    write(rows, head[k].clone())?;
+                }
+            }
+            // The next chunk is read while this one multiplies, as the layers are.
+            Weights::Streamed { source, .. } => read_ahead(
+                chunks,
+                |(_, rows)| {
+                    let chunk =
+                        load_head_chunk(source, c, rows.clone(), &self.device, Layout::View)?;
+                    // Keep the mapped pages of a large head from piling up chunk after chunk.
+                    source.release(c.head_name());
+                    Ok((rows, chunk))
+                },
+                |(rows, chunk)| write(rows, chunk),
+            )?,
         }
         for seq in &mut out {
             seq.values
@@ -844,6 +864,33 @@ impl<'m> Engine<'m> {
             &self.device,
         ))
     }
+}
+
+/// Runs `load` over `items` on a loader thread one item ahead of `consume` on this one: while
+/// `consume` works on item i, item i + 1 is loaded and waits (a rendezvous channel), so at most
+/// two loaded items exist at once. Stops at the first error of either side; when `consume`
+/// stops early, the loader's next hand-over fails and it ends.
+fn read_ahead<I: Send, T: Send>(
+    items: Vec<I>,
+    load: impl Fn(I) -> Result<T, ScoringError> + Send,
+    mut consume: impl FnMut(T) -> Result<(), ScoringError>,
+) -> Result<(), ScoringError> {
+    std::thread::scope(|scope| {
+        let (ready, next) = std::sync::mpsc::sync_channel(0);
+        scope.spawn(move || {
+            for item in items {
+                let loaded = load(item);
+                let failed = loaded.is_err();
+                if ready.send(loaded).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for loaded in next.iter() {
+            consume(loaded?)?;
+        }
+        Ok(())
+    })
 }
 
 fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ScoringError> {
