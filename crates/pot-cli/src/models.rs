@@ -104,13 +104,20 @@ pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {
         c.head_dim,
         c.vocab_size
     );
-    println!(
-        "  rope theta {}  scaling {}  rms eps {:e}  tied embeddings {}",
-        c.rope_theta,
-        serde_json::to_string(&c.rope_scaling).map_err(|e| anyhow!(e))?,
-        c.rms_norm_eps,
-        c.tie_word_embeddings
-    );
+    if c.architecture.gpt2_family() {
+        println!(
+            "  learned positions {}  layernorm eps {:e}  tied embeddings {}",
+            c.max_position_embeddings, c.rms_norm_eps, c.tie_word_embeddings
+        );
+    } else {
+        println!(
+            "  rope theta {}  scaling {}  rms eps {:e}  tied embeddings {}",
+            c.rope_theta,
+            serde_json::to_string(&c.rope_scaling).map_err(|e| anyhow!(e))?,
+            c.rms_norm_eps,
+            c.tie_word_embeddings
+        );
+    }
     let window = c
         .sliding_window
         .map_or("none".to_string(), |w| w.to_string());
