@@ -683,26 +683,15 @@ impl ModelConfig {
         };
         let hidden_size = keys.usize_opt("n_embd")?.unwrap_or(768);
         let num_attention_heads = keys.usize_opt("n_head")?.unwrap_or(12);
+        let num_hidden_layers = keys.usize_opt("n_layer")?.unwrap_or(12);
+        let vocab_size = keys.usize_opt("vocab_size")?.unwrap_or(50257);
         let config = Self {
             architecture: Architecture::Gpt2,
-            hidden_size,
             intermediate_size: keys.usize_opt("n_inner")?.unwrap_or(4 * hidden_size),
-            num_hidden_layers: keys.usize_opt("n_layer")?.unwrap_or(12),
-            num_attention_heads,
-            num_key_value_heads: num_attention_heads,
-            head_dim: hidden_size / num_attention_heads.max(1),
-            vocab_size: keys.usize_opt("vocab_size")?.unwrap_or(50257),
-            // No RoPE: the values are unused (kept valid so one validation serves every family).
-            rope_theta: 10_000.0,
-            rope_scaling: RopeScaling::Default,
+            // No RoPE: `llama`'s theta and scaling stay, unused (valid, so one validation
+            // serves every family).
             rms_norm_eps: keys.f64_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
             tie_word_embeddings: keys.bool_opt("tie_word_embeddings")?.unwrap_or(true),
-            sliding_window: None,
-            sliding_layers: None,
-            local_rope_theta: None,
-            query_pre_attn_scalar: None,
-            num_experts: 0,
-            experts_per_token: 0,
             qkv_bias: true,
             o_bias: true,
             mlp_bias: true,
@@ -710,6 +699,14 @@ impl ModelConfig {
             max_position_embeddings: keys.usize_opt("n_positions")?.unwrap_or(1024),
             bos_token_id: keys.usize_opt("bos_token_id")?.map(|v| v as u32),
             eos_token_id: keys.usize_opt("eos_token_id")?.map(|v| v as u32),
+            ..Self::llama(
+                hidden_size,
+                0,
+                num_hidden_layers,
+                num_attention_heads,
+                num_attention_heads,
+                vocab_size,
+            )
         };
         config.validate(path)?;
         Ok(config)

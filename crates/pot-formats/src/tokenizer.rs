@@ -110,14 +110,8 @@ impl Tokenizer {
                 tokens.len()
             )));
         }
-        let vocab: HashMap<String, u32> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        if vocab.len() != tokens.len() {
-            return Err(fail("the token list has duplicates".into()));
-        }
+        let vocab =
+            unique_vocab(&tokens).ok_or_else(|| fail("the token list has duplicates".into()))?;
         let bpe = BPE::builder()
             .vocab_and_merges(
                 vocab
@@ -205,14 +199,8 @@ impl Tokenizer {
                 types.len()
             )));
         }
-        let vocab: HashMap<String, u32> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        if vocab.len() != tokens.len() {
-            return Err(fail("the token list has duplicates".into()));
-        }
+        let vocab =
+            unique_vocab(&tokens).ok_or_else(|| fail("the token list has duplicates".into()))?;
         // Merges: each token's splits into two tokens, best-scoring token first (ties by id,
         // then by split point).
         let mut ranked: Vec<(usize, usize)> = Vec::new();
@@ -383,6 +371,16 @@ impl Tokenizer {
         };
         Some(utf8_dropping_invalid(&bytes))
     }
+}
+
+/// Token -> id for a GGUF token list, or `None` when a token appears twice (ids would clash).
+fn unique_vocab(tokens: &[String]) -> Option<HashMap<String, u32>> {
+    let vocab: HashMap<String, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    (vocab.len() == tokens.len()).then_some(vocab)
 }
 
 /// The BOS id to prepend: `tokenizer.ggml.bos_token_id` where `tokenizer.ggml.add_bos_token`
