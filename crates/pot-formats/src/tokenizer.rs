@@ -136,15 +136,7 @@ impl Tokenizer {
         inner.with_pre_tokenizer(Some(Sequence::new(steps)));
         inner.with_decoder(Some(ByteLevel::default()));
         // Control (3) and user-defined (4) tokens are whole tokens, never split by BPE.
-        let special: Vec<AddedToken> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t == 3 || **t == 4)
-            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
-            .collect();
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| fail(e.to_string()))?;
+        add_gguf_special_tokens(&mut inner, &tokens, &types).map_err(fail)?;
         Ok(Self {
             inner,
             bos: gguf_bos(file, false),
@@ -256,15 +248,7 @@ impl Tokenizer {
         ])));
         // Control (3) tokens are special; user-defined (4) ones (Gemma's runs of newlines and
         // spaces) are split out of the text before merging, as llama.cpp does.
-        let special: Vec<AddedToken> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t == 3 || **t == 4)
-            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
-            .collect();
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| fail(e.to_string()))?;
+        add_gguf_special_tokens(&mut inner, &tokens, &types).map_err(fail)?;
         Ok(Self {
             inner,
             bos: gguf_bos(file, true),
@@ -371,6 +355,25 @@ impl Tokenizer {
         };
         Some(utf8_dropping_invalid(&bytes))
     }
+}
+
+/// GGUF control (type 3, special) and user-defined (type 4) tokens as whole added tokens, never
+/// split by the model.
+fn add_gguf_special_tokens(
+    inner: &mut tokenizers::Tokenizer,
+    tokens: &[String],
+    types: &[u64],
+) -> std::result::Result<(), String> {
+    let special: Vec<AddedToken> = types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t == 3 || **t == 4)
+        .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
+        .collect();
+    inner
+        .add_special_tokens(special)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Token -> id for a GGUF token list, or `None` when a token appears twice (ids would clash).
