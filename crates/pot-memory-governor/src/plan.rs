@@ -148,7 +148,6 @@ struct Sizes {
     largest_matrix: u64,
     hidden: u64,
     vocab: u64,
-    tied: bool,
     embedding: u64,
 }
 
@@ -161,12 +160,9 @@ impl Sizes {
             (c.num_key_value_heads * c.head_dim) as u64,
         );
         let inter = c.intermediate_size as u64;
-        // Fused projections (Phi-3) are read whole and then split.
-        let largest_matrix = if c.architecture.fused_projections() {
-            (2 * inter * h).max((q + 2 * kv) * h)
-        } else {
-            (inter * h).max(q * h)
-        };
+        // The pass stacks gate with up and q with k and v into one matrix each (Phi-3 stores
+        // them so).
+        let largest_matrix = (2 * inter * h).max((q + 2 * kv) * h);
         let largest_layer = d.largest_layer_parameters();
         let expert = 3 * inter * h;
         let idle_experts = (c.num_experts as u64).saturating_sub(1) * expert;
@@ -176,7 +172,6 @@ impl Sizes {
             largest_matrix,
             hidden: h,
             vocab: c.vocab_size as u64,
-            tied: c.tie_word_embeddings,
             embedding: d.embedding_parameters,
         }
     }
@@ -205,10 +200,10 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
     // embedding, up to 4 bytes a value.
     let hashing = 4 * s.embedding;
     match strategy {
-        // Every weight as f32, the tied embedding twice (host rows and head chunks); while
-        // loading, one matrix as values, transposed copy and mapped pages.
+        // Every weight as f32 (a tied head is the embedding's rows, not a copy); while loading,
+        // one matrix as values, transposed copy and mapped pages.
         Strategy::Resident => Estimate::new(
-            4 * (s.params + if s.tied { s.embedding } else { 0 }),
+            4 * s.params,
             (3 * 4 * s.largest_matrix).max(hashing),
             activation,
             logits,

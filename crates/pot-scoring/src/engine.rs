@@ -24,7 +24,8 @@ use pot_formats::{Architecture, Model, ModelConfig, RopeScaling};
 use rayon::prelude::*;
 
 use crate::error::ScoringError;
-use crate::weights::{Int8Store, Residency, Source, log_softmax_in_place};
+use crate::kernels::{self, Activation};
+use crate::weights::{Int8Store, Residency, Source};
 
 /// Which burn backend runs the pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,16 +74,14 @@ impl Backend {
 
 struct Block {
     attn_norm: Norm,
-    /// Projections stored transposed (`[in, out]`) so the pass is `x.matmul(w)`.
-    wq: Tensor<2>,
-    wk: Tensor<2>,
-    wv: Tensor<2>,
-    bq: Option<Tensor<1>>,
-    bk: Option<Tensor<1>>,
-    bv: Option<Tensor<1>>,
+    /// Projections stored transposed (`[in, out]`) so the pass is `x.matmul(w)`; q, k and v
+    /// as one projection, `[hidden, (heads + 2 kv_heads) · head_dim]`: one GEMM,
+    /// whose output the CPU attention reads in place.
+    wqkv: Tensor<2>,
+    bqkv: Option<Tensor<1>>,
     /// Per-head RMSNorm weights of queries and keys (`[head_dim]`; Qwen3, Gemma 3).
-    q_norm: Option<Tensor<1>>,
-    k_norm: Option<Tensor<1>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     wo: Tensor<2>,
     bo: Option<Tensor<1>>,
     /// Gemma: the attention output normalised before the residual add.
@@ -102,11 +101,11 @@ struct Norm {
 
 /// A gated MLP, `down · (act(gate · x) ⊙ up · x)`, or without a gate (GPT-2) `down · act(up · x)`.
 struct Ffn {
-    gate: Option<Tensor<2>>,
+    /// `[hidden, ffn]`, or gated `[hidden, 2 ffn]`: gate and up as one projection (gate first).
     up: Tensor<2>,
-    down: Tensor<2>,
-    b_gate: Option<Tensor<1>>,
     b_up: Option<Tensor<1>>,
+    gated: bool,
+    down: Tensor<2>,
     b_down: Option<Tensor<1>>,
 }
 
@@ -129,8 +128,9 @@ const HEAD_CHUNK_ROWS: usize = 8192;
 enum Weights<'m> {
     Resident {
         blocks: Vec<Block>,
-        /// Transposed `[hidden, chunk]` slices of the output head.
-        head: Vec<Tensor<2>>,
+        /// The output head's `[vocab, hidden]` rows in host memory, or `None` when it is tied
+        /// to the embedding (then the embedding's rows serve, with no second copy).
+        head: Option<Vec<f32>>,
         /// Embedding rows in host memory: a lookup needs no matmul.
         embedding: Vec<f32>,
         /// GPT-2's learned position rows (empty for the other families).
@@ -151,6 +151,10 @@ pub struct Engine<'m> {
     final_norm: Norm,
     weights: Weights<'m>,
     cancel: Option<Arc<AtomicBool>>,
+    /// The device is burn-flex on this CPU: the output head, attention and the gated activation
+    /// run as host kernels (`kernels`) on its buffers; other backends run them as burn ops.
+    host_kernels: bool,
+    activation: Activation,
 }
 
 /// Per-position next-token log-probabilities of one sequence: `len` rows of `vocab` values;
@@ -158,12 +162,22 @@ pub struct Engine<'m> {
 pub struct SequenceLogProbs {
     pub len: usize,
     pub vocab: usize,
-    pub values: Vec<f32>,
+    /// The batch's packed `[N, vocab]` rows, shared by its sequences (the head writes them with
+    /// one GEMM per chunk); this sequence's rows start at row `first`.
+    batch: Arc<Vec<f32>>,
+    first: usize,
 }
 
 impl SequenceLogProbs {
+    /// All `len` rows, row-major.
+    pub fn values(&self) -> &[f32] {
+        &self.batch[self.first * self.vocab..(self.first + self.len) * self.vocab]
+    }
+
     pub fn row(&self, i: usize) -> &[f32] {
-        &self.values[i * self.vocab..(i + 1) * self.vocab]
+        assert!(i < self.len, "row {i} of a {}-row sequence", self.len);
+        let start = (self.first + i) * self.vocab;
+        &self.batch[start..start + self.vocab]
     }
 }
 
@@ -237,18 +251,9 @@ fn load_block(
         let (values, rows, cols) = source.matrix(&p(name))?;
         Ok(weight(values, rows, cols, device, layout))
     };
-    // A fused projection (Phi-3) split into its parts by rows.
-    let split = |name: &str, parts: &[usize]| -> Result<Vec<Tensor<2>>, ScoringError> {
-        let (values, _, cols) = source.matrix(&p(name))?;
-        let mut first = 0;
-        Ok(parts
-            .iter()
-            .map(|&rows| {
-                let part = values[first * cols..(first + rows) * cols].to_vec();
-                first += rows;
-                weight(part, rows, cols, device, layout)
-            })
-            .collect())
+    let stacked = |names: &[&str]| -> Result<Tensor<2>, ScoringError> {
+        let names: Vec<String> = names.iter().map(|name| p(name)).collect();
+        stacked_weight(source, &names, device, layout)
     };
     let vector = |name: &str| -> Result<Tensor<1>, ScoringError> {
         Ok(tensor1(source.vector(&p(name))?, device))
@@ -256,21 +261,26 @@ fn load_block(
     let optional = |present: bool, name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
         present.then(|| vector(name)).transpose()
     };
+    let biases = |present: bool, names: &[&str]| -> Result<Option<Tensor<1>>, ScoringError> {
+        if !present {
+            return Ok(None);
+        }
+        let mut values = Vec::new();
+        for name in names {
+            values.extend(source.vector(&p(name))?);
+        }
+        Ok(Some(tensor1(values, device)))
+    };
     let arch = config.architecture;
-    let (q, kv) = (
-        config.num_attention_heads * config.head_dim,
-        config.num_key_value_heads * config.head_dim,
-    );
-    let (wq, wk, wv) = if arch.fused_projections() {
-        let mut parts = split("self_attn.qkv_proj.weight", &[q, kv, kv])?.into_iter();
-        let mut next = || parts.next().expect("three parts");
-        (next(), next(), next())
+    // Phi-3 stores them fused already, in this order.
+    let wqkv = if arch.fused_projections() {
+        matrix("self_attn.qkv_proj.weight")?
     } else {
-        (
-            matrix("self_attn.q_proj.weight")?,
-            matrix("self_attn.k_proj.weight")?,
-            matrix("self_attn.v_proj.weight")?,
-        )
+        stacked(&[
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+        ])?
     };
     let sandwich = arch.sandwich_norms();
     let mlp = if config.num_experts > 0 {
@@ -284,24 +294,16 @@ fn load_block(
                 Vec::new()
             },
         }
-    } else if arch.fused_projections() {
-        let ffn = config.intermediate_size;
-        let mut parts = split("mlp.gate_up_proj.weight", &[ffn, ffn])?.into_iter();
-        Mlp::Dense(Ffn {
-            gate: Some(parts.next().expect("two parts")),
-            up: parts.next().expect("two parts"),
-            down: matrix("mlp.down_proj.weight")?,
-            b_gate: None,
-            b_up: None,
-            b_down: None,
-        })
     } else {
         Mlp::Dense(Ffn {
-            gate: Some(matrix("mlp.gate_proj.weight")?),
-            up: matrix("mlp.up_proj.weight")?,
+            up: if arch.fused_projections() {
+                matrix("mlp.gate_up_proj.weight")?
+            } else {
+                stacked(&["mlp.gate_proj.weight", "mlp.up_proj.weight"])?
+            },
+            b_up: biases(config.mlp_bias, &["mlp.gate_proj.bias", "mlp.up_proj.bias"])?,
+            gated: true,
             down: matrix("mlp.down_proj.weight")?,
-            b_gate: optional(config.mlp_bias, "mlp.gate_proj.bias")?,
-            b_up: optional(config.mlp_bias, "mlp.up_proj.bias")?,
             b_down: optional(config.mlp_bias, "mlp.down_proj.bias")?,
         })
     };
@@ -311,16 +313,22 @@ fn load_block(
             bias: None,
         })
     };
+    let head_norm = |name: &str| -> Result<Option<Vec<f32>>, ScoringError> {
+        arch.qk_norm().then(|| source.vector(&p(name))).transpose()
+    };
     Ok(Block {
         attn_norm: rms("input_layernorm.weight")?,
-        wq,
-        wk,
-        wv,
-        bq: optional(config.qkv_bias, "self_attn.q_proj.bias")?,
-        bk: optional(config.qkv_bias, "self_attn.k_proj.bias")?,
-        bv: optional(config.qkv_bias, "self_attn.v_proj.bias")?,
-        q_norm: optional(arch.qk_norm(), "self_attn.q_norm.weight")?,
-        k_norm: optional(arch.qk_norm(), "self_attn.k_norm.weight")?,
+        wqkv,
+        bqkv: biases(
+            config.qkv_bias,
+            &[
+                "self_attn.q_proj.bias",
+                "self_attn.k_proj.bias",
+                "self_attn.v_proj.bias",
+            ],
+        )?,
+        q_norm: head_norm("self_attn.q_norm.weight")?,
+        k_norm: head_norm("self_attn.k_norm.weight")?,
         wo: matrix("self_attn.o_proj.weight")?,
         bo: optional(config.o_bias, "self_attn.o_proj.bias")?,
         post_attn_norm: optional(sandwich, "post_attention_layernorm.weight")?,
@@ -357,7 +365,7 @@ fn load_norm(
 }
 
 /// GPT-2 block `i`: `Conv1D` weights are stored `[in, out]`, the layout the pass multiplies
-/// by, so they are used as read; `c_attn` is split into q, k and v by columns.
+/// by, so they are used as read; `c_attn` is already q, k and v as one projection.
 fn load_gpt2_block(
     source: &Source,
     config: &ModelConfig,
@@ -372,31 +380,13 @@ fn load_gpt2_block(
             device,
         ))
     };
-    let vector = |name: &str| -> Result<Vec<f32>, ScoringError> { source.vector(&p(name)) };
-    let h = config.hidden_size;
-    let (qkv, rows, cols) = source.matrix(&p("attn.c_attn.weight"))?;
-    let qkv_bias = vector("attn.c_attn.bias")?;
-    let part = |k: usize| {
-        let values: Vec<f32> = qkv
-            .chunks(cols)
-            .flat_map(|row| row[k * h..(k + 1) * h].iter().copied())
-            .collect();
-        let weight = Tensor::from_data(TensorData::new(values, [rows, h]), device);
-        let bias = tensor1(qkv_bias[k * h..(k + 1) * h].to_vec(), device);
-        (weight, Some(bias))
-    };
-    let ((wq, bq), (wk, bk), (wv, bv)) = (part(0), part(1), part(2));
     let bias = |name: &str| -> Result<Option<Tensor<1>>, ScoringError> {
-        Ok(Some(tensor1(vector(name)?, device)))
+        Ok(Some(tensor1(source.vector(&p(name))?, device)))
     };
     Ok(Block {
         attn_norm: load_norm(source, config, &p("ln_1"), device)?,
-        wq,
-        wk,
-        wv,
-        bq,
-        bk,
-        bv,
+        wqkv: conv1d("attn.c_attn.weight")?,
+        bqkv: bias("attn.c_attn.bias")?,
         q_norm: None,
         k_norm: None,
         wo: conv1d("attn.c_proj.weight")?,
@@ -405,11 +395,10 @@ fn load_gpt2_block(
         ffn_norm: load_norm(source, config, &p("ln_2"), device)?,
         post_ffn_norm: None,
         mlp: Mlp::Dense(Ffn {
-            gate: None,
             up: conv1d("mlp.c_fc.weight")?,
-            down: conv1d("mlp.c_proj.weight")?,
-            b_gate: None,
             b_up: bias("mlp.c_fc.bias")?,
+            gated: false,
+            down: conv1d("mlp.c_proj.weight")?,
             b_down: bias("mlp.c_proj.bias")?,
         }),
     })
@@ -423,32 +412,36 @@ fn load_expert(
     device: &Device,
     layout: Layout,
 ) -> Result<Ffn, ScoringError> {
-    let matrix = |w: &str| -> Result<Tensor<2>, ScoringError> {
-        let name = format!("model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight");
-        let (values, rows, cols) = source.matrix(&name)?;
-        Ok(weight(values, rows, cols, device, layout))
-    };
+    let name = |w: &str| format!("model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight");
+    let (down, rows, cols) = source.matrix(&name("w2"))?;
     Ok(Ffn {
-        gate: Some(matrix("w1")?),
-        up: matrix("w3")?,
-        down: matrix("w2")?,
-        b_gate: None,
+        up: stacked_weight(source, &[name("w1"), name("w3")], device, layout)?,
         b_up: None,
+        gated: true,
+        down: weight(down, rows, cols, device, layout),
         b_down: None,
     })
 }
 
-/// Head rows `rows` as a transposed `[hidden, rows.len()]` tensor.
-fn load_head_chunk(
+/// Projections that read the same input as one weight: their `[out, in]` rows stacked in the
+/// order given, then laid out as [`weight`] does.
+fn stacked_weight(
     source: &Source,
-    config: &ModelConfig,
-    rows: Range<usize>,
+    names: &[String],
     device: &Device,
     layout: Layout,
 ) -> Result<Tensor<2>, ScoringError> {
-    let n = rows.len();
-    let values = source.rows(config.head_name(), rows)?;
-    Ok(weight(values, n, config.hidden_size, device, layout))
+    let (mut values, mut rows, mut cols) = (Vec::new(), 0, 0);
+    for name in names {
+        let (part, r, c) = source.matrix(name)?;
+        if values.is_empty() {
+            values = part; // the first part's buffer, not a copy
+        } else {
+            values.extend_from_slice(&part);
+        }
+        (rows, cols) = (rows + r, c);
+    }
+    Ok(weight(values, rows, cols, device, layout))
 }
 
 fn head_chunks(vocab: usize) -> impl Iterator<Item = Range<usize>> {
@@ -488,19 +481,14 @@ impl<'m> Engine<'m> {
                 } else {
                     Vec::new()
                 };
-                let d = config.hidden_size;
                 // A tied head is the embedding already in memory: no second read of it.
-                let head = head_chunks(config.vocab_size)
-                    .map(|rows| {
-                        if config.tie_word_embeddings {
-                            let values = &embedding[rows.start * d..rows.end * d];
-                            Ok(tensor2_transposed(values, rows.len(), d, &device))
-                        } else {
-                            load_head_chunk(&source, &config, rows, &device, Layout::Copied)
-                        }
-                    })
-                    .collect::<Result<_, ScoringError>>()?;
-                source.release(config.head_name());
+                let head = if config.tie_word_embeddings {
+                    None
+                } else {
+                    let values = model.load_f32(config.head_name())?;
+                    source.release(config.head_name());
+                    Some(values)
+                };
                 Weights::Resident {
                     blocks,
                     head,
@@ -518,6 +506,8 @@ impl<'m> Engine<'m> {
             },
         };
         Ok(Self {
+            host_kernels: device == Device::flex(),
+            activation: Activation::of(&config.hidden_act),
             device,
             config,
             final_norm,
@@ -664,53 +654,63 @@ impl<'m> Engine<'m> {
         }
         let x = self.norm(x, &self.final_norm);
 
-        // Logits chunk by chunk into each sequence's own rows, then log-softmax per row on the
-        // host.
-        let mut out: Vec<SequenceLogProbs> = batch
-            .iter()
-            .map(|ids| SequenceLogProbs {
-                len: ids.len(),
-                vocab,
-                values: vec![0.0; ids.len() * vocab],
-            })
-            .collect();
-        let chunks: Vec<(usize, Range<usize>)> = head_chunks(vocab).enumerate().collect();
-        let mut write = |rows: Range<usize>, chunk: Tensor<2>| -> Result<(), ScoringError> {
+        // Logits chunk by chunk into the packed rows, then log-softmax per row on the host.
+        let mut logits = vec![0.0f32; n * vocab];
+        let host_x = match self.host_kernels {
+            true => Some(to_host(x.clone())?),
+            false => None,
+        };
+        // Logits of head rows `rows` (`w`: those rows of the head) into their columns.
+        let mut write = |rows: Range<usize>, w: &[f32]| -> Result<(), ScoringError> {
             self.check_cancel()?;
-            let logits = to_host(x.clone().matmul(chunk))?;
-            let width = rows.len();
-            for (seq, &start) in out.iter_mut().zip(&starts) {
-                for i in 0..seq.len {
-                    let from = &logits[(start + i) * width..(start + i + 1) * width];
-                    seq.values[i * vocab + rows.start..i * vocab + rows.end].copy_from_slice(from);
-                }
+            if let Some(host_x) = &host_x {
+                kernels::head_logits(host_x, d, w, rows, &mut logits, vocab);
+                return Ok(());
+            }
+            // Other backends: the chunk goes to the device for the matmul (per pass: the
+            // device then never holds the whole head), the logits come back.
+            let chunk = weight(w.to_vec(), rows.len(), d, &self.device, Layout::View);
+            let values = to_host(x.clone().matmul(chunk))?;
+            for (to, from) in logits.chunks_mut(vocab).zip(values.chunks(rows.len())) {
+                to[rows.clone()].copy_from_slice(from);
             }
             Ok(())
         };
         match &self.weights {
-            Weights::Resident { head, .. } => {
-                for (k, rows) in chunks {
-                    write(rows, head[k].clone())?;
+            Weights::Resident {
+                head, embedding, ..
+            } => {
+                let head = head.as_deref().unwrap_or(embedding);
+                for rows in head_chunks(vocab) {
+                    write(rows.clone(), &head[rows.start * d..rows.end * d])?;
                 }
             }
             // The next chunk is read while this one multiplies, as the layers are.
             Weights::Streamed { source, .. } => read_ahead(
-                chunks,
-                |(_, rows)| {
-                    let chunk =
-                        load_head_chunk(source, c, rows.clone(), &self.device, Layout::View)?;
+                head_chunks(vocab).collect(),
+                |rows| {
+                    let w = source.rows(c.head_name(), rows.clone())?;
                     // Keep the mapped pages of a large head from piling up chunk after chunk.
                     source.release(c.head_name());
-                    Ok((rows, chunk))
+                    Ok((rows, w))
                 },
-                |(rows, chunk)| write(rows, chunk),
+                |(rows, w)| write(rows, &w),
             )?,
         }
-        for seq in &mut out {
-            seq.values
-                .par_chunks_mut(vocab)
-                .for_each(log_softmax_in_place);
-        }
+        logits
+            .par_chunks_mut(vocab)
+            .for_each(kernels::log_softmax_in_place);
+        let batch_rows = Arc::new(logits);
+        let out = batch
+            .iter()
+            .zip(&starts)
+            .map(|(ids, &first)| SequenceLogProbs {
+                len: ids.len(),
+                vocab,
+                batch: Arc::clone(&batch_rows),
+                first,
+            })
+            .collect();
         Ok(out)
     }
 
@@ -733,73 +733,103 @@ impl<'m> Engine<'m> {
         let windowed = c.layer_window(layer).is_some();
 
         let h = self.norm(x.clone(), &w.attn_norm);
-        let q = head_norm(
-            linear(h.clone(), &w.wq, &w.bq).reshape([n, heads, hd]),
-            &w.q_norm,
-            eps,
-        );
-        let k = head_norm(
-            linear(h.clone(), &w.wk, &w.bk).reshape([n, kv_heads, hd]),
-            &w.k_norm,
-            eps,
-        );
-        let (q, k) = if c.architecture.gpt2_family() {
-            (q, k) // learned positions were added to the embedding
-        } else {
-            (packing.rope(q, local), packing.rope(k, local))
-        };
-        let v = linear(h, &w.wv, &w.bv).reshape([n, kv_heads, hd]);
-        // Attention per sequence. Grouped-query attention without copying k/v: the query heads
-        // sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging Face's
-        // repeat_kv) are stacked along time.
+        let qkv = linear(h, &w.wqkv, &w.bqkv);
         let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(hd as f64).sqrt();
-        let per_sequence: Vec<Tensor<2>> = packing
-            .spans
-            .iter()
-            .map(|&(start, t)| {
-                let rows = start..start + t;
-                let q = q
-                    .clone()
-                    .slice([rows.clone(), 0..heads, 0..hd])
-                    .swap_dims(0, 1) // [heads, t, hd]
-                    .reshape([kv_heads, groups * t, hd]);
-                let k = k
-                    .clone()
-                    .slice([rows.clone(), 0..kv_heads, 0..hd])
-                    .swap_dims(0, 1);
-                let v = v.clone().slice([rows, 0..kv_heads, 0..hd]).swap_dims(0, 1);
-                let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale)
-                    + packing.masks[&(t, windowed)].clone().unsqueeze_dim::<3>(0);
-                softmax(scores, 2)
-                    .matmul(v) // [kv, groups*t, hd]
-                    .reshape([heads, t, hd])
-                    .swap_dims(0, 1)
-                    .reshape([t, heads * hd])
-            })
-            .collect();
-        let attn = linear(Tensor::cat(per_sequence, 0), &w.wo, &w.bo);
+        let rotary = packing.rotary(local);
+        let rope = !c.architecture.gpt2_family(); // GPT-2 added learned positions instead
+        let attn = if self.host_kernels {
+            let mut qkv = to_host(qkv)?;
+            let out = kernels::attention(
+                &mut qkv,
+                &packing.spans,
+                &kernels::Attention {
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    scale: scale as f32,
+                    window: c.layer_window(layer),
+                    q_norm: w.q_norm.as_deref(),
+                    k_norm: w.k_norm.as_deref(),
+                    eps: eps as f32,
+                    rope: rope.then_some((&rotary.host_cos[..], &rotary.host_sin[..])),
+                },
+            );
+            Tensor::from_data(TensorData::new(out, [n, heads * hd]), &self.device)
+        } else {
+            let (q_end, k_end) = (heads * hd, (heads + kv_heads) * hd);
+            let part = |cols: Range<usize>, count: usize, norm: &Option<Vec<f32>>| {
+                let t = qkv.clone().slice([0..n, cols]).reshape([n, count, hd]);
+                let t = head_norm(t, &norm.clone().map(|w| tensor1(w, &self.device)), eps);
+                if rope { packing.rope(t, rotary) } else { t }
+            };
+            let q = part(0..q_end, heads, &w.q_norm);
+            let k = part(q_end..k_end, kv_heads, &w.k_norm);
+            let v = qkv
+                .clone()
+                .slice([0..n, k_end..k_end + kv_heads * hd])
+                .reshape([n, kv_heads, hd]);
+            // Attention per sequence. Grouped-query attention without copying k/v: the query
+            // heads sharing a key/value head (heads g*groups .. (g+1)*groups, as in Hugging
+            // Face's repeat_kv) are stacked along time.
+            let per_sequence: Vec<Tensor<2>> = packing
+                .spans
+                .iter()
+                .map(|&(start, t)| {
+                    let rows = start..start + t;
+                    let q = q
+                        .clone()
+                        .slice([rows.clone(), 0..heads, 0..hd])
+                        .swap_dims(0, 1) // [heads, t, hd]
+                        .reshape([kv_heads, groups * t, hd]);
+                    let k = k
+                        .clone()
+                        .slice([rows.clone(), 0..kv_heads, 0..hd])
+                        .swap_dims(0, 1);
+                    let v = v.clone().slice([rows, 0..kv_heads, 0..hd]).swap_dims(0, 1);
+                    let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale)
+                        + packing.masks[&(t, windowed)].clone().unsqueeze_dim::<3>(0);
+                    softmax(scores, 2)
+                        .matmul(v) // [kv, groups*t, hd]
+                        .reshape([heads, t, hd])
+                        .swap_dims(0, 1)
+                        .reshape([t, heads * hd])
+                })
+                .collect();
+            Tensor::cat(per_sequence, 0)
+        };
+        let attn = linear(attn, &w.wo, &w.bo);
         let x = x + post_norm(attn, &w.post_attn_norm, eps);
 
         let h = self.norm(x.clone(), &w.ffn_norm);
         let mlp = match &w.mlp {
-            Mlp::Dense(ffn) => self.ffn(ffn, h),
+            Mlp::Dense(ffn) => self.ffn(ffn, h)?,
             Mlp::Experts { router, experts } => self.experts(h, router, experts, layer, source)?,
         };
         Ok(x + post_norm(mlp, &w.post_ffn_norm, eps))
     }
 
     /// `down · (act(gate · h) ⊙ up · h)`, or `down · act(up · h)` without a gate, with the
-    /// configured activation.
-    fn ffn(&self, w: &Ffn, h: Tensor<2>) -> Tensor<2> {
-        let act = |t: Tensor<2>| match self.config.hidden_act.as_str() {
-            "gelu_tanh" => gelu_approximate(t),
-            _ => silu(t),
+    /// configured activation; gated on the CPU, the activation and product are one host pass.
+    fn ffn(&self, w: &Ffn, h: Tensor<2>) -> Result<Tensor<2>, ScoringError> {
+        let act = |t: Tensor<2>| match self.activation {
+            Activation::GeluTanh => gelu_approximate(t),
+            Activation::Silu => silu(t),
         };
-        let inner = match &w.gate {
-            Some(gate) => act(linear(h.clone(), gate, &w.b_gate)) * linear(h, &w.up, &w.b_up),
-            None => act(linear(h, &w.up, &w.b_up)),
+        let up = linear(h, &w.up, &w.b_up);
+        let [n, width] = up.dims();
+        let inner = match (w.gated, self.host_kernels) {
+            (false, _) => act(up),
+            (true, true) => {
+                let up = to_host(up)?;
+                let inner = kernels::gated_activation(&up, width / 2, self.activation);
+                Tensor::from_data(TensorData::new(inner, [n, width / 2]), &self.device)
+            }
+            (true, false) => {
+                let gate = up.clone().slice([0..n, 0..width / 2]);
+                act(gate) * up.slice([0..n, width / 2..width])
+            }
         };
-        linear(inner, &w.down, &w.b_down)
+        Ok(linear(inner, &w.down, &w.b_down))
     }
 
     /// The family's norm over the last dimension: LayerNorm with its bias (GPT-2) or RMSNorm.
@@ -851,7 +881,7 @@ impl<'m> Engine<'m> {
             }
             let input =
                 Tensor::from_data(TensorData::new(gathered, [routed.len(), d]), &self.device);
-            let y = to_host(self.ffn(ffn, input))?;
+            let y = to_host(self.ffn(ffn, input)?)?;
             for (k, &(row, weight)) in routed.iter().enumerate() {
                 let dst = &mut out[row * d..(row + 1) * d];
                 for (o, v) in dst.iter_mut().zip(&y[k * d..(k + 1) * d]) {
@@ -995,6 +1025,9 @@ struct Packing {
 struct Rotary {
     cos: Tensor<3>,
     sin: Tensor<3>,
+    /// The same `[N, head_dim]` tables in host memory, for the CPU attention.
+    host_cos: Vec<f32>,
+    host_sin: Vec<f32>,
 }
 
 impl Rotary {
@@ -1021,10 +1054,13 @@ impl Rotary {
                 }
             }
         }
-        let make = |v| Tensor::<3>::from_data(TensorData::new(v, [n, 1, hd]), device);
+        let make =
+            |v: &[f32]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), [n, 1, hd]), device);
         Self {
-            cos: make(cos),
-            sin: make(sin),
+            cos: make(&cos),
+            sin: make(&sin),
+            host_cos: cos,
+            host_sin: sin,
         }
     }
 }
@@ -1090,13 +1126,16 @@ impl Packing {
         }
     }
 
-    /// `x * cos + rotate_half(x) * sin` for `x: [N, heads, head_dim]`, with the local layers'
-    /// tables where `local` and the config has them.
-    fn rope(&self, x: Tensor<3>, local: bool) -> Tensor<3> {
-        let tables = match (&self.local, local) {
+    /// The rotary tables of a layer: the local layers' where `local` and the config has them.
+    fn rotary(&self, local: bool) -> &Rotary {
+        match (&self.local, local) {
             (Some(tables), true) => tables,
             _ => &self.global,
-        };
+        }
+    }
+
+    /// `x * cos + rotate_half(x) * sin` for `x: [N, heads, head_dim]`.
+    fn rope(&self, x: Tensor<3>, tables: &Rotary) -> Tensor<3> {
         let [n, h, hd] = x.dims();
         let x1 = x.clone().slice([0..n, 0..h, 0..self.half]);
         let x2 = x.clone().slice([0..n, 0..h, self.half..hd]);

@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod kernels;
 pub mod scorer;
 pub mod throughput;
 pub mod weights;

@@ -203,16 +203,6 @@ impl Int8Store {
     }
 }
 
-/// Natural-log softmax of one row, in place (max-shifted for stability).
-pub fn log_softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
-    let log_z = max + sum.ln() as f32;
-    for v in row {
-        *v -= log_z;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,14 +227,5 @@ mod tests {
         }
         assert_eq!(m.rows_f32(5..7), back[5 * 48..7 * 48].to_vec());
         assert_eq!(m.bytes(), 64 * 48 + 64 * 2 * 4);
-    }
-
-    #[test]
-    fn log_softmax_normalises() {
-        let mut row = vec![1.0f32, 2.0, 3.0, -50.0];
-        log_softmax_in_place(&mut row);
-        let total: f32 = row.iter().map(|v| v.exp()).sum();
-        assert!((total - 1.0).abs() < 1e-6);
-        assert!(row[2] > row[1] && row[1] > row[0]);
     }
 }

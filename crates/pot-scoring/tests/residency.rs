@@ -28,7 +28,7 @@ fn run(model: &Model, residency: Residency, ids: &[Vec<u32>]) -> Vec<SequenceLog
 fn max_abs_diff(a: &[SequenceLogProbs], b: &[SequenceLogProbs]) -> f32 {
     a.iter()
         .zip(b)
-        .flat_map(|(x, y)| x.values.iter().zip(&y.values))
+        .flat_map(|(x, y)| x.values().iter().zip(y.values()))
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }

@@ -235,9 +235,9 @@ fn residencies_agree(name: &str) {
     let resident = run(Residency::Resident);
     let diff = |other: &[pot_scoring::SequenceLogProbs]| {
         resident[0]
-            .values
+            .values()
             .iter()
-            .zip(&other[0].values)
+            .zip(other[0].values())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max)
     };
@@ -248,9 +248,9 @@ fn residencies_agree(name: &str) {
     let mut per_position: Vec<f32> = (0..resident[0].len)
         .map(|i| {
             let row = i * vocab..(i + 1) * vocab;
-            resident[0].values[row.clone()]
+            resident[0].values()[row.clone()]
                 .iter()
-                .zip(&int8[0].values[row])
+                .zip(&int8[0].values()[row])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max)
         })
