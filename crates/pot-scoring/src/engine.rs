@@ -516,6 +516,12 @@ impl<'m> Engine<'m> {
         })
     }
 
+    /// Turns the CPU host kernels off (or on): off, the pass runs attention, the gated MLP and
+    /// the head as burn ops, as on the other backends; tests compare the two on one device.
+    pub fn set_host_kernels(&mut self, on: bool) {
+        self.host_kernels = on;
+    }
+
     /// A flag another thread (the memory monitor) sets to stop passes between layers.
     pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
         self.cancel = Some(flag);
