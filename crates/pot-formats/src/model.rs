@@ -429,6 +429,23 @@ impl Model {
         Ok(out)
     }
 
+    /// [`Model::load_f32`] into `out`, which holds exactly the tensor's elements: with no
+    /// reordering to do (most tensors), dequantised straight from the map into place.
+    pub fn load_f32_into(&self, name: &str, out: &mut [f32]) -> Result<()> {
+        let loc = self.location(name)?;
+        assert_eq!(out.len() as u64, loc.info.elements(), "{name}: buffer size");
+        if loc.permuted_heads.is_none() && !loc.transposed && !loc.plus_one {
+            dequantize(
+                loc.info.dtype,
+                self.raw_bytes(name).expect("located above"),
+                out,
+            );
+        } else {
+            out.copy_from_slice(&self.load_f32(name)?);
+        }
+        Ok(())
+    }
+
     /// Rows `rows` of a 2-D tensor as f32 (`rows.len() * cols` values), read without touching
     /// the other rows: how the embedding is looked up and the output head is streamed in chunks.
     pub fn load_f32_rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {

@@ -431,16 +431,7 @@ fn stacked_weight(
     device: &Device,
     layout: Layout,
 ) -> Result<Tensor<2>, ScoringError> {
-    let (mut values, mut rows, mut cols) = (Vec::new(), 0, 0);
-    for name in names {
-        let (part, r, c) = source.matrix(name)?;
-        if values.is_empty() {
-            values = part; // the first part's buffer, not a copy
-        } else {
-            values.extend_from_slice(&part);
-        }
-        (rows, cols) = (rows + r, c);
-    }
+    let (values, rows, cols) = source.stacked(names)?;
     Ok(weight(values, rows, cols, device, layout))
 }
 

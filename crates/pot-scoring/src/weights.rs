@@ -168,6 +168,45 @@ impl Source<'_> {
         }
     }
 
+    /// 2-D weights that read the same input as one matrix, their rows stacked in the order
+    /// given (`[sum of rows, cols]`), each read straight into its place in one buffer.
+    pub fn stacked(&self, names: &[String]) -> Result<(Vec<f32>, usize, usize), ScoringError> {
+        let mut shapes = Vec::with_capacity(names.len());
+        for name in names {
+            let shape = match self {
+                Source::Model(model) => model.tensor(name).map(|t| (t.shape[0], t.shape[1])),
+                Source::Int8(store) => store
+                    .exact
+                    .get(name)
+                    .map(|e| (e.1, e.2))
+                    .or_else(|| store.matrices.get(name).map(|m| (m.rows, m.cols))),
+            };
+            // A missing tensor: `matrix` reports it by name.
+            shapes.push(shape.map_or_else(|| self.matrix(name).map(|m| (m.1, m.2)), Ok)?);
+        }
+        let cols = shapes.first().map_or(0, |s| s.1);
+        if let Some((name, _)) = names.iter().zip(&shapes).find(|(_, s)| s.1 != cols) {
+            return Err(ScoringError::Backend(format!(
+                "{name} does not have the {cols} columns of the projections stacked with it"
+            )));
+        }
+        let rows: usize = shapes.iter().map(|s| s.0).sum();
+        let mut values = vec![0.0f32; rows * cols];
+        let mut parts = values.as_mut_slice();
+        for (name, (r, _)) in names.iter().zip(&shapes) {
+            let (part, rest) = parts.split_at_mut(r * cols);
+            match self {
+                Source::Model(model) => {
+                    model.load_f32_into(name, part)?;
+                    model.release_pages(name);
+                }
+                Source::Int8(_) => part.copy_from_slice(&self.matrix(name)?.0),
+            }
+            parts = rest;
+        }
+        Ok((values, rows, cols))
+    }
+
     /// Rows of a 2-D weight (embedding lookups, output-head chunks).
     pub fn rows(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>, ScoringError> {
         match self {
