@@ -145,7 +145,10 @@ struct Sizes {
     /// What one streamed layer holds at once: the layer, but of a mixture only one expert (the
     /// pass reads each routed expert, runs it and drops it before the next).
     streamed_layer: u64,
+    /// The largest stored matrix (Phi-3's fused ones as stored).
     largest_matrix: u64,
+    /// The largest projection the pass builds by stacking (gate + up, or q + k + v).
+    stacked_matrix: u64,
     hidden: u64,
     vocab: u64,
     embedding: u64,
@@ -160,9 +163,13 @@ impl Sizes {
             (c.num_key_value_heads * c.head_dim) as u64,
         );
         let inter = c.intermediate_size as u64;
-        // The pass stacks gate with up and q with k and v into one matrix each (Phi-3 stores
-        // them so).
-        let largest_matrix = (2 * inter * h).max((q + 2 * kv) * h);
+        // Fused projections (Phi-3) are stored so; the others are stacked when loaded.
+        let stacked_matrix = (2 * inter * h).max((q + 2 * kv) * h);
+        let largest_matrix = if c.architecture.fused_projections() {
+            stacked_matrix
+        } else {
+            (inter * h).max(q * h)
+        };
         let largest_layer = d.largest_layer_parameters();
         let expert = 3 * inter * h;
         let idle_experts = (c.num_experts as u64).saturating_sub(1) * expert;
@@ -170,6 +177,7 @@ impl Sizes {
             params: d.parameter_count,
             streamed_layer: largest_layer.saturating_sub(idle_experts),
             largest_matrix,
+            stacked_matrix,
             hidden: h,
             vocab: c.vocab_size as u64,
             embedding: d.embedding_parameters,
@@ -201,10 +209,11 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
     let hashing = 4 * s.embedding;
     match strategy {
         // Every weight as f32 (a tied head is the embedding's rows, not a copy); while loading,
-        // one matrix as values, transposed copy and mapped pages.
+        // a stacked projection as values and transposed copy, and one stored matrix's mapped
+        // pages.
         Strategy::Resident => Estimate::new(
             4 * s.params,
-            (3 * 4 * s.largest_matrix).max(hashing),
+            (4 * (2 * s.stacked_matrix + s.largest_matrix)).max(hashing),
             activation,
             logits,
         ),

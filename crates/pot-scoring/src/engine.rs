@@ -658,10 +658,11 @@ impl<'m> Engine<'m> {
             false => None,
         };
         // Logits of head rows `rows` (`w`: those rows of the head) into their columns.
+        let mut scratch = Vec::new();
         let mut write = |rows: Range<usize>, w: &[f32]| -> Result<(), ScoringError> {
             self.check_cancel()?;
             if let Some(host_x) = &host_x {
-                kernels::head_logits(host_x, d, w, rows, &mut logits, vocab);
+                kernels::head_logits(host_x, d, w, rows, &mut logits, vocab, &mut scratch);
                 return Ok(());
             }
             // Other backends: the chunk goes to the device for the matmul (per pass: the
