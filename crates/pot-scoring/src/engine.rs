@@ -610,7 +610,12 @@ impl<'m> Engine<'m> {
             x.iter_mut().for_each(|v| *v *= scale);
         }
         let mut x: Tensor<2> = Tensor::from_data(TensorData::new(x, [n, d]), &self.device);
-        let packing = Packing::new(c, batch, &starts, &self.device);
+        let packing = Packing::new(
+            c,
+            batch,
+            &starts,
+            (!self.host_kernels).then_some(&self.device),
+        );
         match &self.weights {
             Weights::Resident { blocks, .. } => {
                 for (i, block) in blocks.iter().enumerate() {
@@ -1006,6 +1011,7 @@ fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
 struct Packing {
     /// (first row, length) per sequence.
     spans: Vec<(usize, usize)>,
+    /// For burn ops only (empty with the host kernels):
     /// `[groups * t, t]` additive masks by (length, windowed): 0 where a query may attend,
     /// -inf for later keys (and, windowed, for keys `window` or more positions back, as
     /// transformers' `sliding_window_overlay`); rows are the query heads of one key/value group
@@ -1018,14 +1024,13 @@ struct Packing {
     half: usize,
 }
 
-/// `[N, 1, head_dim]` per-row cos and sin, rotate-half convention (Hugging Face layout; GGUF
-/// LLaMA files are un-permuted into it when read).
+/// `[N, head_dim]` per-row cos and sin, rotate-half convention (Hugging Face layout; GGUF
+/// LLaMA files are un-permuted into it when read), in host memory for the CPU attention and,
+/// for burn ops, as `[N, 1, head_dim]` tensors.
 struct Rotary {
-    cos: Tensor<3>,
-    sin: Tensor<3>,
-    /// The same `[N, head_dim]` tables in host memory, for the CPU attention.
     host_cos: Vec<f32>,
     host_sin: Vec<f32>,
+    tensors: Option<(Tensor<3>, Tensor<3>)>,
 }
 
 impl Rotary {
@@ -1035,7 +1040,7 @@ impl Rotary {
         batch: &[Vec<u32>],
         starts: &[usize],
         hd: usize,
-        device: &Device,
+        device: Option<&Device>,
     ) -> Self {
         let half = hd / 2;
         let n: usize = batch.iter().map(Vec::len).sum();
@@ -1052,19 +1057,28 @@ impl Rotary {
                 }
             }
         }
-        let make =
-            |v: &[f32]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), [n, 1, hd]), device);
+        let tensors = device.map(|device| {
+            let make =
+                |v: &[f32]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), [n, 1, hd]), device);
+            (make(&cos), make(&sin))
+        });
         Self {
-            cos: make(&cos),
-            sin: make(&sin),
             host_cos: cos,
             host_sin: sin,
+            tensors,
         }
     }
 }
 
 impl Packing {
-    fn new(c: &ModelConfig, batch: &[Vec<u32>], starts: &[usize], device: &Device) -> Self {
+    /// `burn_ops`: the device the burn-op attention runs on, which needs masks and rotary
+    /// tensors; `None` when the host kernels run it (they need neither).
+    fn new(
+        c: &ModelConfig,
+        batch: &[Vec<u32>],
+        starts: &[usize],
+        burn_ops: Option<&Device>,
+    ) -> Self {
         let (hd, half) = (c.head_dim, c.head_dim / 2);
         let groups = c.num_attention_heads / c.num_key_value_heads;
         let freqs = c.rope_scaling.inverse_frequencies(c.rope_theta, hd);
@@ -1075,11 +1089,11 @@ impl Packing {
             batch,
             starts,
             hd,
-            device,
+            burn_ops,
         );
         let local = c.local_rope_theta.map(|theta| {
             let freqs = RopeScaling::Default.inverse_frequencies(theta, hd);
-            Rotary::new(&freqs, 1.0, batch, starts, hd, device)
+            Rotary::new(&freqs, 1.0, batch, starts, hd, burn_ops)
         });
         // The masks the layers use: windowed, full, or both (Gemma 3).
         let window = c.sliding_window.unwrap_or(usize::MAX);
@@ -1092,23 +1106,25 @@ impl Packing {
             kinds
         };
         let mut masks = HashMap::new();
-        for ids in batch {
-            let t = ids.len();
-            for &windowed in &kinds {
-                masks.entry((t, windowed)).or_insert_with(|| {
-                    let window = if windowed { window } else { usize::MAX };
-                    let mut bias = vec![0.0f32; groups * t * t];
-                    for g in 0..groups {
-                        for q in 0..t {
-                            for k in 0..t {
-                                if k > q || q - k >= window {
-                                    bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+        if let Some(device) = burn_ops {
+            for ids in batch {
+                let t = ids.len();
+                for &windowed in &kinds {
+                    masks.entry((t, windowed)).or_insert_with(|| {
+                        let window = if windowed { window } else { usize::MAX };
+                        let mut bias = vec![0.0f32; groups * t * t];
+                        for g in 0..groups {
+                            for q in 0..t {
+                                for k in 0..t {
+                                    if k > q || q - k >= window {
+                                        bias[(g * t + q) * t + k] = f32::NEG_INFINITY;
+                                    }
                                 }
                             }
                         }
-                    }
-                    Tensor::from_data(TensorData::new(bias, [groups * t, t]), device)
-                });
+                        Tensor::from_data(TensorData::new(bias, [groups * t, t]), device)
+                    });
+                }
             }
         }
         Self {
@@ -1138,7 +1154,8 @@ impl Packing {
         let x1 = x.clone().slice([0..n, 0..h, 0..self.half]);
         let x2 = x.clone().slice([0..n, 0..h, self.half..hd]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
-        x * tables.cos.clone() + rotated * tables.sin.clone()
+        let (cos, sin) = tables.tensors.as_ref().expect("built for burn ops");
+        x * cos.clone() + rotated * sin.clone()
     }
 }
 
