@@ -261,7 +261,8 @@ mod avx2 {
 /// rows of `x: [N, hidden]`, written into columns `cols` of `out: [N, vocab]`. The GEMM writes a
 /// contiguous `[N, cols.len()]` block in `scratch` (reused across chunks), copied into place
 /// after: written straight into the rows of a 151,936-token vocabulary, the GEMM ran at 106-122
-/// GFLOP/s, into a contiguous block at 167 (Qwen 0.5B's head, 736 rows, 2 threads).
+/// GFLOP/s, into a contiguous block at 167 (Qwen 0.5B's head, 736 rows, 2 threads; a one-off
+/// probe).
 pub fn head_logits(
     x: &[f32],
     hidden: usize,
