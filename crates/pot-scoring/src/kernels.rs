@@ -38,7 +38,7 @@ fn exp(x: f32) -> f32 {
     (p * r * r + r + 1.0) * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod error;
 pub mod kernels;
+pub mod matmul;
 pub mod scorer;
 pub mod throughput;
 pub mod weights;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use pot_formats::Model;
-use pot_scoring::{Backend, Engine};
+use pot_scoring::{Backend, Engine, Residency};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -22,10 +22,14 @@ fn compare(name: &str, reference: &Value) -> (f64, usize, usize) {
 /// CPU pass's host kernels and the burn ops the other backends run (both on flex).
 fn compare_file(path: &std::path::Path, name: &str, reference: &Value) -> (f64, usize, usize) {
     let model = Model::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut engine = Engine::load(&model, Backend::Flex.device().unwrap()).unwrap();
-    let host = compare_engine(&engine, name, reference);
-    engine.set_host_kernels(false);
-    let burn = compare_engine(&engine, name, reference);
+    let device = Backend::Flex.device().unwrap();
+    let host = compare_engine(
+        &Engine::load(&model, device.clone()).unwrap(),
+        name,
+        reference,
+    );
+    let burn_ops = Engine::with_burn_ops(&model, device, Residency::Resident).unwrap();
+    let burn = compare_engine(&burn_ops, name, reference);
     eprintln!(
         "{name}: host kernels max |diff| {:.2e}, burn ops {:.2e}",
         host.0, burn.0
