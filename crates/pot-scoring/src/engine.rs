@@ -106,6 +106,8 @@ struct Ffn {
 }
 
 /// A linear layer's weight and bias, in the form the pass multiplies by.
+// A few per block: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Linear {
     /// The CPU pass: packed for [`matmul`] once, the bias on the host.
     Packed {
