@@ -1,58 +1,64 @@
-//! burn-flex f32 matmul throughput at the shapes of a teacher-forced pass (N tokens x the
-//! projections of Qwen2.5-0.5B, or of SmolLM2-135M with `smollm2`, and an 8,192-row head chunk):
+//! f32 matmul throughput at the shapes of a teacher-forced pass (N tokens x the projections of
+//! Qwen2.5-0.5B, or of SmolLM2-135M with `smollm2`, and an 8,192-row head chunk): burn-flex's
+//! matmul (the `gemm` crate; other backends' path) against the CPU pass's packed matmul
+//! (`pot_scoring::matmul`), best of 5 alternating runs:
 //! `cargo run -p pot-scoring --example matmul_ceiling -- [TOKENS] [qwen|smollm2]`.
 
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use pot_scoring::matmul::{PackedMatrix, matmul};
 
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .map_or(1024, |s| s.parse().expect("tokens"));
     let device = Device::flex();
-    // (inputs, outputs): q/o, k/v, gate/up, down, head chunk.
+    // (inputs, outputs): q/k/v, o, gate/up, down, head chunk.
     let shapes = match std::env::args().nth(2).as_deref() {
         Some("smollm2") => [
+            (576, 960),
             (576, 576),
-            (576, 192),
-            (576, 1536),
+            (576, 3072),
             (1536, 576),
             (576, 8192),
         ],
         _ => [
+            (896, 1152),
             (896, 896),
-            (896, 128),
-            (896, 4864),
+            (896, 9728),
             (4864, 896),
             (896, 8192),
         ],
     };
     for (k, m) in shapes {
-        let a = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; n * k], [n, k]), &device);
-        let b = Tensor::<2>::from_data(TensorData::new(vec![0.25f32; k * m], [k, m]), &device);
-        let _ = a.clone().matmul(b.clone()).into_data();
-        let reps = 5;
-        let start = Instant::now();
-        for _ in 0..reps {
+        let x: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
+        let w: Vec<f32> = (0..k * m).map(|i| (i % 11) as f32 * 0.01 - 0.05).collect();
+        let a = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, k]), &device);
+        // burn: the weight as a resident model held it before packing, a transposed copy.
+        let b = Tensor::<2>::from_data(TensorData::new(w.clone(), [m, k]), &device)
+            .transpose()
+            .into_data();
+        let b = Tensor::<2>::from_data(b, &device);
+        let packed = PackedMatrix::from_rows(&w, m, k);
+        let mut out = vec![0.0f32; n * m];
+        let (mut burn, mut ours) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let start = Instant::now();
             std::hint::black_box(a.clone().matmul(b.clone()).into_data());
+            burn = burn.min(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            matmul(&x, n, &packed, None, &mut out, m);
+            std::hint::black_box(&out);
+            ours = ours.min(start.elapsed().as_secs_f64());
         }
-        let s = start.elapsed().as_secs_f64() / reps as f64;
-        // The same product with the weight stored as a linear layer's [out, in] and transposed
-        // as a view: what a streamed pass could multiply by without copying each weight.
-        let bt = Tensor::<2>::from_data(TensorData::new(vec![0.25f32; k * m], [m, k]), &device);
-        let _ = a.clone().matmul(bt.clone().transpose()).into_data();
-        let start = Instant::now();
-        for _ in 0..reps {
-            std::hint::black_box(a.clone().matmul(bt.clone().transpose()).into_data());
-        }
-        let st = start.elapsed().as_secs_f64() / reps as f64;
+        let gflops = |s: f64| 2.0 * (n * k * m) as f64 / s / 1e9;
         println!(
-            "[{n} x {k}] x [{k} x {m}]: {:.1} ms, {:.1} GFLOP/s; with [out, in] transposed as a view: {:.1} ms, {:.1} GFLOP/s",
-            s * 1e3,
-            2.0 * (n * k * m) as f64 / s / 1e9,
-            st * 1e3,
-            2.0 * (n * k * m) as f64 / st / 1e9
+            "[{n} x {k}] x [{k} x {m}]: burn-flex {:.1} ms, {:.1} GFLOP/s; packed {:.1} ms, {:.1} GFLOP/s",
+            burn * 1e3,
+            gflops(burn),
+            ours * 1e3,
+            gflops(ours)
         );
     }
 }

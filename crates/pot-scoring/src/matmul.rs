@@ -141,8 +141,11 @@ pub fn matmul(
     (0..row_blocks * col_blocks)
         .into_par_iter()
         .for_each(|task| {
-            let rows = task / col_blocks * MC..(task / col_blocks * MC + MC).min(n);
-            let cols = task % col_blocks * NC..(task % col_blocks * NC + NC).min(m);
+            // Column-block-major: consecutive tasks (one thread's share is a contiguous
+            // range) reuse one block of the weight while the activations come from L3.
+            let (row_block, col_block) = (task % row_blocks, task / row_blocks);
+            let rows = row_block * MC..(row_block * MC + MC).min(n);
+            let cols = col_block * NC..(col_block * NC + NC).min(m);
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 for jp in cols.start / NR..cols.end.div_ceil(NR) {
