@@ -218,7 +218,9 @@ fn estimate(d: &ModelDescription, w: &Workload, strategy: Strategy) -> Estimate 
             logits,
         ),
         // The layers computing and the next ones, read ahead (double buffering), plus the
-        // largest matrix's transient copies, or one head chunk.
+        // largest matrix's transient copies (on the CPU the next layer's stacked projection
+        // as values while it is packed, 2 stored matrices, and one stored matrix's mapped
+        // pages), or one head chunk as rows and packed.
         Strategy::Streamed { layers_at_once } => Estimate::new(
             2 * 4 * s.streamed_layer * layers_at_once as u64,
             (3 * 4 * s.largest_matrix).max(head_chunk).max(hashing),

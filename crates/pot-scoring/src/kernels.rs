@@ -1,5 +1,5 @@
-//! Host kernels of the CPU pass where burn's generic ops cost more than the work: the output head
-//! written straight into the batch's rows, the log-softmax over the vocabulary, the gated
+//! Host kernels of the CPU pass where burn's generic ops cost more than the work (its matrix
+//! products are in `matmul`): the log-softmax over the vocabulary, the gated
 //! activation fused into one pass, and attention per sequence and head. On SmolLM2 these parts
 //! took 2.3 of 7.6 s per benchmark pass as burn ops (`silu(g) * u` alone 0.85 s: three passes
 //! over fresh buffers with a scalar `exp`; attention and RoPE 0.81 s of slices, transposes, masks
@@ -9,8 +9,6 @@
 //! does not require `-C target-cpu`; written with intrinsics because LLVM left the portable
 //! loops scalar at 9 ns per element) and a portable one for other CPUs. Both use the same `exp`:
 //! a polynomial (Cephes `expf`, within 2.5e-7 relative over the range used), not libm's call.
-
-use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -255,56 +253,6 @@ mod avx2 {
         }
         super::gelu_tanh_mul_portable(&mut out[split..], &g[split..], &u[split..]);
     }
-}
-
-/// Logits of head rows `cols` (`w`: those rows, `[cols.len(), hidden]` row-major) for the `N`
-/// rows of `x: [N, hidden]`, written into columns `cols` of `out: [N, vocab]`. The GEMM writes a
-/// contiguous `[N, cols.len()]` block in `scratch` (reused across chunks), copied into place
-/// after: written straight into the rows of a 151,936-token vocabulary, the GEMM ran at 106-122
-/// GFLOP/s, into a contiguous block at 167 (Qwen 0.5B's head, 736 rows, 2 threads; a one-off
-/// probe).
-pub fn head_logits(
-    x: &[f32],
-    hidden: usize,
-    w: &[f32],
-    cols: Range<usize>,
-    out: &mut [f32],
-    vocab: usize,
-    scratch: &mut Vec<f32>,
-) {
-    let (n, width) = (x.len() / hidden, cols.len());
-    assert_eq!(w.len(), width * hidden, "head rows and hidden size agree");
-    assert!(cols.end <= vocab && out.len() == n * vocab && x.len() == n * hidden);
-    scratch.resize(n * width, 0.0);
-    // SAFETY: the asserts keep every access in bounds: `x` is n rows of `hidden`, `w` `width`
-    // rows of `hidden`, `scratch` n rows of `width`; `scratch` is `&mut`, so it overlaps
-    // neither input.
-    unsafe {
-        gemm::gemm(
-            n,
-            width,
-            hidden,
-            scratch.as_mut_ptr(),
-            1,
-            width as isize,
-            false,
-            x.as_ptr(),
-            1,
-            hidden as isize,
-            w.as_ptr(),
-            hidden as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
-    out.par_chunks_mut(vocab)
-        .zip(scratch.par_chunks(width))
-        .for_each(|(row, logits)| row[cols.clone()].copy_from_slice(logits));
 }
 
 /// One layer's attention settings for [`attention`].
@@ -556,29 +504,6 @@ mod tests {
                 assert!(
                     (f64::from(*o) - want).abs() <= 1e-6 * want.abs().max(1.0),
                     "{act:?}({x}) * {u}: {o} vs {want}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn head_logits_fill_their_columns() {
-        let (hidden, vocab, n) = (5, 7, 4);
-        let x: Vec<f32> = (0..n * hidden).map(|i| i as f32 * 0.1).collect();
-        let head: Vec<f32> = (0..vocab * hidden).map(|i| (i % 11) as f32 - 5.0).collect();
-        let mut out = vec![f32::NAN; n * vocab];
-        for cols in [0..4, 4..7] {
-            let w = &head[cols.start * hidden..cols.end * hidden];
-            head_logits(&x, hidden, w, cols, &mut out, vocab, &mut Vec::new());
-        }
-        for row in 0..n {
-            for c in 0..vocab {
-                let want: f32 = (0..hidden)
-                    .map(|k| x[row * hidden + k] * head[c * hidden + k])
-                    .sum();
-                assert!(
-                    (out[row * vocab + c] - want).abs() < 1e-4,
-                    "row {row} col {c}"
                 );
             }
         }
