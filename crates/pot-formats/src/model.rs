@@ -392,6 +392,25 @@ impl Model {
         Some(&data[loc.start..loc.start + loc.info.bytes as usize])
     }
 
+    /// A tensor's values read in place from the memory map, without a copy: only where they
+    /// are stored as f32 in the internal layout (no permutation, transposition or offset) at a
+    /// 4-byte-aligned address on a little-endian host; `None` otherwise (then `load_f32`).
+    pub fn f32_in_place(&self, name: &str) -> Option<&[f32]> {
+        let loc = self.tensors.get(name)?;
+        if loc.info.dtype != DType::F32
+            || loc.permuted_heads.is_some()
+            || loc.transposed
+            || loc.plus_one
+            || cfg!(target_endian = "big")
+        {
+            return None;
+        }
+        let bytes = self.raw_bytes(name)?;
+        // SAFETY: every bit pattern is a valid f32; `align_to` splits off any misaligned ends.
+        let (head, values, tail) = unsafe { bytes.align_to::<f32>() };
+        (head.is_empty() && tail.is_empty()).then_some(values)
+    }
+
     fn location(&self, name: &str) -> Result<&Location> {
         self.tensors
             .get(name)

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::error::ScoringError;
 use crate::kernels::{self, Activation};
 use crate::matmul::{PackedMatrix, matmul};
-use crate::weights::{Int8Store, Residency, Source};
+use crate::weights::{BufferPool, Int8Store, Residency, Source};
 
 /// Which burn backend runs the pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +89,21 @@ struct Block {
     /// Gemma: the MLP output normalised before the residual add.
     post_ffn_norm: Option<Tensor<1>>,
     mlp: Mlp,
+}
+
+impl Block {
+    /// Hands the packed weights' buffers to `pool` for the next layers of a streamed pass.
+    fn recycle(self, pool: &BufferPool) {
+        let mut linears = vec![self.qkv, self.o];
+        if let Mlp::Dense(ffn) = self.mlp {
+            linears.extend([ffn.up, ffn.down]);
+        }
+        for linear in linears {
+            if let Linear::Packed { w, .. } = linear {
+                pool.give(w.into_buffer());
+            }
+        }
+    }
 }
 
 /// A norm's weight, and its bias where it is a LayerNorm (GPT-2).
@@ -241,11 +256,13 @@ enum Layout {
 }
 
 /// How a block's weights are built: resident (`Layout::Copied`, a mixture's experts too) or
-/// per pass (`Layout::View`), and for the host GEMM (`packed`) or as burn tensors.
+/// per pass (`Layout::View`), for the host GEMM (`packed`) or as burn tensors, and in buffers
+/// from `pool` (a streamed pass's recycled ones) or new ones.
 #[derive(Clone, Copy)]
-struct Form {
+struct Form<'p> {
     layout: Layout,
     packed: bool,
+    pool: Option<&'p BufferPool>,
 }
 
 /// A linear layer from its `[rows = out, cols = in]` row-major weight and its bias.
@@ -258,10 +275,12 @@ fn weight(
     form: Form,
 ) -> Linear {
     if form.packed {
-        return Linear::Packed {
-            w: PackedMatrix::from_rows(&values, rows, cols),
-            bias,
-        };
+        let buffer = BufferPool::take_from(form.pool, PackedMatrix::packed_len(rows, cols));
+        let w = PackedMatrix::from_rows_in(&values, rows, cols, buffer);
+        if let Some(pool) = form.pool {
+            pool.give(values);
+        }
+        return Linear::Packed { w, bias };
     }
     let w = match form.layout {
         Layout::Copied => tensor2_transposed(&values, rows, cols, device),
@@ -310,8 +329,7 @@ fn load_block(
     }
     let p = |s: &str| format!("model.layers.{i}.{s}");
     let matrix = |name: &str, bias: Option<Vec<f32>>| -> Result<Linear, ScoringError> {
-        let (values, rows, cols) = source.matrix(&p(name))?;
-        Ok(weight(values, rows, cols, bias, device, form))
+        stacked_weight(source, &[p(name)], bias, device, form)
     };
     let stacked = |names: &[&str], bias: Option<Vec<f32>>| -> Result<Linear, ScoringError> {
         let names: Vec<String> = names.iter().map(|name| p(name)).collect();
@@ -500,7 +518,17 @@ fn stacked_weight(
     device: &Device,
     form: Form,
 ) -> Result<Linear, ScoringError> {
-    let (values, rows, cols) = source.stacked(names)?;
+    if form.packed {
+        // F32 weights are packed straight from the memory map: no copy into a buffer first.
+        if let Some((parts, cols)) = source.stacked_in_place(names) {
+            let rows = parts.iter().map(|p| p.len() / cols.max(1)).sum();
+            let buffer = BufferPool::take_from(form.pool, PackedMatrix::packed_len(rows, cols));
+            let w = PackedMatrix::from_row_parts_in(&parts, cols, buffer);
+            names.iter().for_each(|name| source.release(name));
+            return Ok(Linear::Packed { w, bias });
+        }
+    }
+    let (values, rows, cols) = source.stacked(names, form.pool)?;
     Ok(weight(values, rows, cols, bias, device, form))
 }
 
@@ -554,6 +582,7 @@ impl<'m> Engine<'m> {
                         let form = Form {
                             layout: Layout::Copied,
                             packed: host_kernels,
+                            pool: None,
                         };
                         load_block(&source, &config, i, &device, form)
                     })
@@ -604,10 +633,11 @@ impl<'m> Engine<'m> {
     }
 
     /// How a pass builds the blocks it reads from a source (streamed weights, experts).
-    fn streamed_form(&self) -> Form {
+    fn streamed_form<'p>(&self, pool: Option<&'p BufferPool>) -> Form<'p> {
         Form {
             layout: Layout::View,
             packed: self.host_kernels,
+            pool,
         }
     }
 
@@ -708,6 +738,8 @@ impl<'m> Engine<'m> {
             x.iter_mut().for_each(|v| *v *= scale);
         }
         let mut x: Tensor<2> = Tensor::from_data(TensorData::new(x, [n, d]), &self.device);
+        // Buffers of packed weights (streamed layers, head chunks) reused within this pass.
+        let pool = BufferPool::default();
         let packing = Packing::new(
             c,
             batch,
@@ -736,8 +768,14 @@ impl<'m> Engine<'m> {
                         group
                             .iter()
                             .map(|&i| {
-                                load_block(source, c, i, &self.device, self.streamed_form())
-                                    .map(|b| (i, b))
+                                load_block(
+                                    source,
+                                    c,
+                                    i,
+                                    &self.device,
+                                    self.streamed_form(Some(&pool)),
+                                )
+                                .map(|b| (i, b))
                             })
                             .collect::<Result<Vec<_>, _>>()
                     },
@@ -746,6 +784,7 @@ impl<'m> Engine<'m> {
                         for (i, block) in blocks {
                             let input = state.take().expect("set before each group");
                             state = Some(self.block(&block, i, input, &packing, Some(source))?);
+                            block.recycle(&pool);
                         }
                         Ok(())
                     },
@@ -776,8 +815,10 @@ impl<'m> Engine<'m> {
             if let Some(host_x) = &host_x {
                 // Packed per pass (6 ms per 8,192 x 896 chunk, 4 % of its product): a resident
                 // packed copy would double a tied head's memory.
-                let packed = PackedMatrix::from_rows(w, rows.len(), d);
+                let buffer = pool.take(PackedMatrix::packed_len(rows.len(), d));
+                let packed = PackedMatrix::from_rows_in(w, rows.len(), d, buffer);
                 matmul(host_x, n, &packed, None, &mut logits[rows.start..], vocab);
+                pool.give(packed.into_buffer());
                 return Ok(());
             }
             // Other backends: the chunk goes to the device for the matmul (per pass: the
@@ -983,7 +1024,7 @@ impl<'m> Engine<'m> {
             let ffn = match (experts.get(e), source) {
                 (Some(ffn), _) => ffn,
                 (None, Some(source)) => {
-                    loaded = load_expert(source, layer, e, &self.device, self.streamed_form())?;
+                    loaded = load_expert(source, layer, e, &self.device, self.streamed_form(None))?;
                     &loaded
                 }
                 (None, None) => {
