@@ -4,11 +4,12 @@
 //! Our own rather than the `gemm` crate burn-flex calls: measured at the pass's shapes
 //! (1,623 tokens x Qwen 0.5B's and SmolLM2's projections, 2 threads, best of 5), `gemm` 0.19
 //! ran at 107-127 GFLOP/s and this at 121-151 (a scratch benchmark, not kept); one thread on a
-//! cache-resident problem, this micro-kernel reaches 90 of the core's 95 GFLOP/s FMA peak. What
-//! `gemm` cannot do from outside is keep a weight packed: it re-packs `B` on every call, which
-//! is most of its overhead at these sizes. Here the panels are made once when a resident model
-//! loads (or by the loader thread while the previous layer computes, when streamed) and the
-//! activations need no packing (each micro-tile reads six rows of `A` as six streams).
+//! cache-resident problem, this micro-kernel reaches 90 of the core's 95 GFLOP/s FMA peak; in
+//! the whole pass, the layers' projections through burn's matmul instead made a Qwen 0.5B pass
+//! 1.38x slower (docs/SCORING.md, "Speed"). `gemm` packs its right-hand side on every call; a
+//! weight here is packed once, when a resident model loads (or by the loader thread while the
+//! previous layer computes, when streamed), and the activations need no packing (each
+//! micro-tile reads six rows of `A` as six streams).
 
 use std::ops::Range;
 
@@ -47,22 +48,24 @@ impl PackedMatrix {
     /// enough): a streamed pass recycles its layers' buffers instead of faulting in fresh pages.
     pub fn from_rows_in(w: &[f32], out: usize, inputs: usize, buffer: Vec<f32>) -> Self {
         assert_eq!(w.len(), out * inputs, "{out} rows of {inputs}");
-        Self::from_row_parts_in(&[w], inputs, buffer)
+        let rows = (0..out).map(|j| &w[j * inputs..(j + 1) * inputs]).collect();
+        Self::from_row_slices(rows, inputs, buffer)
     }
 
     /// Weights that read the same input as one, their `[out, in]` rows stacked in the order
     /// given (q, k, v; gate, up), each part read where it lies (a memory map, without a copy).
     pub fn from_row_parts_in(parts: &[&[f32]], inputs: usize, buffer: Vec<f32>) -> Self {
         assert!(
-            parts.iter().all(|p| p.len() % inputs.max(1) == 0),
+            inputs > 0 && parts.iter().all(|p| p.len() % inputs == 0),
             "whole rows of {inputs}"
         );
-        let rows: Vec<&[f32]> = parts
-            .iter()
-            .flat_map(|part| part.chunks_exact(inputs.max(1)))
-            .collect();
-        let out = if inputs == 0 { 0 } else { rows.len() };
-        Self::pack(inputs, out, buffer, |panel, cols, depth| {
+        let rows = parts.iter().flat_map(|p| p.chunks_exact(inputs)).collect();
+        Self::from_row_slices(rows, inputs, buffer)
+    }
+
+    /// `rows` (each `inputs` long) as the `[out, in]` weight they form.
+    fn from_row_slices(rows: Vec<&[f32]>, inputs: usize, buffer: Vec<f32>) -> Self {
+        Self::pack(inputs, rows.len(), buffer, |panel, cols, depth| {
             let rows: Vec<&[f32]> = cols.map(|j| &rows[j][depth.clone()]).collect();
             #[cfg(target_arch = "x86_64")]
             if rows.len() == NR && crate::kernels::has_avx2() {
