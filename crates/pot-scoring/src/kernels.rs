@@ -374,14 +374,15 @@ pub fn attention(qkv: &mut [f32], spans: &[(usize, usize)], a: &Attention) -> Ve
     out
 }
 
-/// A raw pointer the attention tasks share; each writes its own disjoint block through it.
+/// An output pointer parallel tasks share; each writes its own disjoint block through it
+/// (`attention` here, `matmul::matmul`).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint writes, see `attention`.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used for disjoint writes, see `attention` and `matmul::matmul`.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
