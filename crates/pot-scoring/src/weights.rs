@@ -75,8 +75,20 @@ impl Int8Matrix {
     }
 
     pub fn rows_f32(&self, rows: Range<usize>) -> Vec<f32> {
+        let mut out = vec![0f32; rows.len() * self.cols];
+        self.rows_f32_into(rows, &mut out);
+        out
+    }
+
+    /// [`Int8Matrix::rows_f32`] into `out` (`rows.len() * cols` values).
+    fn rows_f32_into(&self, rows: Range<usize>, out: &mut [f32]) {
         let (cols, g) = (self.cols, Self::groups_per_row(self.cols));
-        let mut out = vec![0f32; rows.len() * cols];
+        assert_eq!(
+            out.len(),
+            rows.len() * cols,
+            "{} rows of {cols}",
+            rows.len()
+        );
         out.par_chunks_mut(cols).zip(rows).for_each(|(out, r)| {
             let q = &self.values[r * cols..(r + 1) * cols];
             let scales = &self.scales[r * g..(r + 1) * g];
@@ -90,7 +102,6 @@ impl Int8Matrix {
                 }
             }
         });
-        out
     }
 
     pub fn bytes(&self) -> usize {
@@ -241,7 +252,11 @@ impl Source<'_> {
                     model.load_f32_into(name, part)?;
                     model.release_pages(name);
                 }
-                Source::Int8(_) => part.copy_from_slice(&self.matrix(name)?.0),
+                // Dequantised straight into place (no intermediate matrix to copy).
+                Source::Int8(store) => match store.exact.get(name) {
+                    Some(exact) => part.copy_from_slice(&exact.0),
+                    None => store.matrix(name)?.rows_f32_into(0..*r, part),
+                },
             }
             parts = rest;
         }
@@ -259,11 +274,13 @@ impl Source<'_> {
         let parts = names
             .iter()
             .map(|name| {
-                let &[_, cols] = model.tensor(name)?.shape.as_slice() else {
+                let &[rows, cols] = model.tensor(name)?.shape.as_slice() else {
                     return None;
                 };
                 (*width.get_or_insert(cols) == cols).then_some(())?;
-                model.f32_in_place(name)
+                // A part whose bytes do not hold its shape is left to `stacked` to report.
+                let values = model.f32_in_place(name)?;
+                (values.len() == rows * cols).then_some(values)
             })
             .collect::<Option<Vec<_>>>()?;
         Some((parts, width.unwrap_or(0)))
