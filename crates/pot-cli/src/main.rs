@@ -2,6 +2,7 @@
 
 mod challenges;
 mod decide;
+mod emulate;
 mod exit;
 mod models;
 mod monitor;

@@ -14,6 +14,7 @@ use pot_stats::{Method, Mode, Tolerance};
 
 use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
+use crate::emulate::{EmulateArgs, EmulateOneArgs};
 use crate::exit::{self, Failure};
 use crate::resources::ResourceArgs;
 use crate::served::{self, ServedArgs};
@@ -69,6 +70,8 @@ pub struct VerifyArgs {
     batch_size: usize,
     #[command(flatten)]
     resources: ResourceArgs,
+    #[command(flatten)]
+    emulate: EmulateArgs,
     /// No progress output on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -301,6 +304,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         resources,
         weight_evidence: true,
         served,
+        arithmetic: args.emulate.arithmetic(),
     };
     // Two live models under --enable-8bit are quantised alike, so the same weights still score
     // near 0; a fingerprint's log-probs came from unquantised weights, and int8 against them
@@ -404,6 +408,8 @@ pub struct FingerprintArgs {
     backend: Backend,
     #[command(flatten)]
     resources: ResourceArgs,
+    #[command(flatten)]
+    emulate: EmulateOneArgs,
     #[arg(long, short)]
     quiet: bool,
 }
@@ -418,6 +424,7 @@ pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
         &args.run_id,
         &args.mode,
         args.backend,
+        args.emulate.arithmetic(),
         &resources,
         |done, total| printer.show(Progress::Fingerprinted { done, total }),
     )
@@ -474,6 +481,8 @@ pub struct CalibrateArgs {
     batch_size: usize,
     #[command(flatten)]
     resources: ResourceArgs,
+    #[command(flatten)]
+    emulate: EmulateArgs,
     /// Write the scores here, one per line (input for `pot decide --scores`).
     #[arg(long)]
     scores_out: Option<PathBuf>,
@@ -515,6 +524,7 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
         resources,
         weight_evidence: false,
         served,
+        arithmetic: args.emulate.arithmetic(),
     };
     let printer = ProgressPrinter::new(args.quiet || args.json);
     let report = score_stream(opts, args.count, |e| printer.show(e))

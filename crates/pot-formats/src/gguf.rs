@@ -2,6 +2,7 @@
 //! Every length and offset is checked against the file size before use.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -99,6 +100,9 @@ pub struct GgufFile {
     path: PathBuf,
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
+    /// Each metadata entry's key and its bytes in the file (key, type and value), in file
+    /// order: what a writer copies to keep a file's metadata byte for byte (`pot quantize`).
+    pub entries: Vec<(String, Range<usize>)>,
     pub tensors: Vec<GgufTensor>,
     mmap: Mmap,
 }
@@ -235,7 +239,15 @@ const MIN_TENSOR_INFO_BYTES: usize = 24;
 /// Smallest metadata entry: key length (8) + value type (4) + one byte of value.
 const MIN_KV_BYTES: usize = 13;
 
-const MAGIC: &[u8; 4] = b"GGUF";
+/// What [`GgufFile::parse`] reads before the tensor data.
+struct Parsed {
+    version: u32,
+    metadata: BTreeMap<String, Value>,
+    entries: Vec<(String, Range<usize>)>,
+    tensors: Vec<GgufTensor>,
+}
+
+pub const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 
 impl GgufFile {
@@ -244,11 +256,17 @@ impl GgufFile {
         // SAFETY: the map is read-only; a file truncated by another process while mapped would
         // fault, which no safe API can prevent; pot never writes the files it reads.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        let (version, metadata, tensors) = Self::parse(path, &mmap)?;
+        let Parsed {
+            version,
+            metadata,
+            entries,
+            tensors,
+        } = Self::parse(path, &mmap)?;
         Ok(Self {
             path: path.to_path_buf(),
             version,
             metadata,
+            entries,
             tensors,
             mmap,
         })
@@ -265,18 +283,23 @@ impl GgufFile {
             .map_err(io)?;
         map[..bytes.len()].copy_from_slice(bytes);
         let mmap = map.make_read_only().map_err(io)?;
-        let (version, metadata, tensors) = Self::parse(label, &mmap[..bytes.len()])?;
+        let Parsed {
+            version,
+            metadata,
+            entries,
+            tensors,
+        } = Self::parse(label, &mmap[..bytes.len()])?;
         Ok(Self {
             path: label.to_path_buf(),
             version,
             metadata,
+            entries,
             tensors,
             mmap,
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn parse(path: &Path, data: &[u8]) -> Result<(u32, BTreeMap<String, Value>, Vec<GgufTensor>)> {
+    fn parse(path: &Path, data: &[u8]) -> Result<Parsed> {
         let mut c = Cursor { data, pos: 0, path };
         let magic = c.take(4, "magic").map_err(|_| FormatError::UnknownFormat {
             path: path.into(),
@@ -298,10 +321,13 @@ impl GgufFile {
         let tensor_count = c.count("tensor", MIN_TENSOR_INFO_BYTES)?;
         let kv_count = c.count("metadata", MIN_KV_BYTES)?;
         let mut metadata = BTreeMap::new();
+        let mut entries = Vec::with_capacity(kv_count.min(RESERVE_AT_MOST));
         for _ in 0..kv_count {
+            let start = c.pos;
             let key = c.string()?;
             let ty = c.u32()?;
             let value = c.value(ty, 0)?;
+            entries.push((key.clone(), start..c.pos));
             metadata.insert(key, value);
         }
         let alignment = match metadata.get("general.alignment") {
@@ -387,7 +413,12 @@ impl GgufFile {
                 }
             }
         }
-        Ok((version, metadata, tensors))
+        Ok(Parsed {
+            version,
+            metadata,
+            entries,
+            tensors,
+        })
     }
 
     pub fn path(&self) -> &Path {

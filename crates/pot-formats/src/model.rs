@@ -62,6 +62,26 @@ enum Files {
     Safetensors(Vec<Mmap>),
 }
 
+/// A 2-D weight as stored ([`Model::stored_rows`]).
+pub struct StoredRows<'a> {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    /// `rows` rows of `cols` values, as the file stores them.
+    pub bytes: &'a [u8],
+    /// `order[r]`: the stored row that is internal row `r`; `None` when they coincide.
+    pub order: Option<Vec<usize>>,
+}
+
+impl StoredRows<'_> {
+    /// The stored bytes of internal row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        let stored = self.order.as_ref().map_or(r, |o| o[r]);
+        let len = self.bytes.len() / self.rows.max(1);
+        &self.bytes[stored * len..(stored + 1) * len]
+    }
+}
+
 /// An opened model. Weights stay memory-mapped; nothing is read until asked for.
 pub struct Model {
     path: PathBuf,
@@ -446,6 +466,41 @@ impl Model {
             out.iter_mut().for_each(|w| *w += 1.0);
         }
         Ok(out)
+    }
+
+    /// A 2-D weight's stored bytes (`rows` rows of `cols` values in blocks of its type) and,
+    /// where the file stores its rows in another order than the internal one (llama.cpp's
+    /// permuted Q/K rows), the stored row of each internal row: what an engine's block kernels
+    /// read (`pot_scoring::emulate`).
+    pub fn stored_rows(&self, name: &str) -> Result<StoredRows<'_>> {
+        let loc = self.location(name)?;
+        let info = &loc.info;
+        let &[rows, cols] = info.shape.as_slice() else {
+            return Err(FormatError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("{name} is not a 2-D weight"),
+            });
+        };
+        if loc.transposed || loc.plus_one {
+            return Err(FormatError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("{name} is adjusted when read: its stored rows are not its rows"),
+            });
+        }
+        let order = loc.permuted_heads.map(|heads| {
+            let index: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+            unpermute_rope_rows(&index, rows, 1, heads)
+                .into_iter()
+                .map(|r| r as usize)
+                .collect()
+        });
+        Ok(StoredRows {
+            dtype: info.dtype,
+            rows,
+            cols,
+            bytes: self.raw_bytes(name).expect("located above"),
+            order,
+        })
     }
 
     /// [`Model::load_f32`] into `out`, which holds exactly the tensor's elements: with no

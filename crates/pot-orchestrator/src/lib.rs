@@ -26,8 +26,8 @@ use pot_memory_governor::{
 };
 use pot_provenance::{TensorEncoding, TensorTree};
 use pot_scoring::{
-    Backend, Fingerprint, FingerprintError, FingerprintHeader, FingerprintOptions, Residency,
-    ScoringError, check_same_vocabulary, config_sha256, encode_challenge,
+    Arithmetic, Backend, Fingerprint, FingerprintError, FingerprintHeader, FingerprintOptions,
+    Residency, ScoringError, check_same_vocabulary, config_sha256, encode_challenge,
 };
 use pot_security::compare_tokenizers;
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
@@ -86,6 +86,9 @@ pub struct VerifyOptions {
     pub weight_evidence: bool,
     /// Model 2 is served (`model2` then holds its address, for the report).
     pub served: Option<ServedCandidate>,
+    /// How models 1 and 2 are computed when pot runs them: its own f32 arithmetic, or an
+    /// engine's (`--emulate llama.cpp`: the reference as the serving engine computes it).
+    pub arithmetic: [Arithmetic; 2],
 }
 
 /// Progress events for a front end to display.
@@ -321,6 +324,7 @@ fn pipeline(
             header_for(&candidate, &opts.run_id, &commitment, None),
             opts.backend,
             residency(plan2.strategy),
+            opts.arithmetic[1],
             monitor.cancel_flag(),
         )?;
         monitor.note("model 2 loaded");
@@ -390,6 +394,7 @@ fn pipeline(
                     header1.clone(),
                     opts.backend,
                     residency(plan1.strategy),
+                    opts.arithmetic[0],
                     monitor.cancel_flag(),
                 )
                 .inspect(|_| monitor.note("model 1 loaded"))
@@ -506,6 +511,7 @@ fn served_pipeline(
                     header1,
                     opts.backend,
                     residency(plan1.strategy),
+                    opts.arithmetic[0],
                     monitor.cancel_flag(),
                 )
                 .inspect(|_| monitor.note("model 1 loaded"))?,
@@ -695,6 +701,7 @@ pub fn fingerprint_model(
     run_id: &str,
     mode: &Mode,
     backend: Backend,
+    arithmetic: Arithmetic,
     resources: &ResourceOptions,
     progress: impl FnMut(usize, usize),
 ) -> Result<(Fingerprint, Plan), VerifyError> {
@@ -725,6 +732,7 @@ pub fn fingerprint_model(
         header,
         backend,
         residency(plan.strategy),
+        arithmetic,
         monitor.cancel_flag(),
     )?;
     let result = live.fingerprint_all(&challenges, progress);

@@ -42,6 +42,10 @@ impl Report {
             "mode": opts.mode,
             "method": opts.method,
             "backend": opts.backend,
+            "arithmetic": {
+                "model1": opts.arithmetic[0].describe(),
+                "model2": opts.arithmetic[1].describe(),
+            },
             "success": false,
             "error": null,
             "final_decision": "UNDECIDED",

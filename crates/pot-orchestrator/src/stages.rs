@@ -10,7 +10,7 @@ use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey, commit,
 use pot_formats::{Model, Tokenizer};
 use pot_provenance::{TensorEncoding, TensorLeaf, TensorTree};
 use pot_scoring::{
-    Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintError,
+    Arithmetic, Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintError,
     FingerprintHeader, FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
 };
 use pot_security::{ConfigHashes, FuzzyHash, ModelTlsh};
@@ -84,9 +84,10 @@ impl<'m> LiveModel<'m> {
         header: FingerprintHeader,
         backend: Backend,
         residency: Residency,
+        arithmetic: Arithmetic,
         cancel: Arc<AtomicBool>,
     ) -> Result<Self, ScoringError> {
-        let mut engine = Engine::with_residency(model, backend.device()?, residency)?;
+        let mut engine = Engine::with_arithmetic(model, backend.device()?, residency, arithmetic)?;
         engine.set_cancel(cancel);
         Ok(Self {
             engine,

@@ -23,6 +23,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use pot_formats::{Architecture, Model, ModelConfig, RopeScaling};
 use rayon::prelude::*;
 
+use crate::emulate::{self, Arithmetic, BlockMatrix};
 use crate::error::ScoringError;
 use crate::kernels::{self, Activation};
 use crate::matmul::{PackedMatrix, matmul};
@@ -129,6 +130,12 @@ enum Linear {
         w: PackedMatrix,
         bias: Option<Vec<f32>>,
     },
+    /// An engine's arithmetic ([`Arithmetic::LlamaCpp`]): each stacked projection as its stored
+    /// blocks, multiplied by the engine's kernels into its own columns.
+    Blocks {
+        parts: Vec<BlockMatrix>,
+        bias: Option<Vec<f32>>,
+    },
     /// Other backends: `[in, out]` burn tensors, so the pass is `x.matmul(w)`.
     Burn {
         w: Tensor<2>,
@@ -150,6 +157,20 @@ impl Linear {
                     TensorData::new(y, [n, w.width()]),
                     &device,
                 ))
+            }
+            Linear::Blocks { parts, bias } => {
+                let device = x.device();
+                let n = x.dims()[0];
+                let x = to_host(x)?;
+                let width: usize = parts.iter().map(BlockMatrix::rows).sum();
+                let mut y = vec![0.0f32; n * width];
+                let mut offset = 0;
+                for part in parts {
+                    let bias = bias.as_deref().map(|b| &b[offset..offset + part.rows()]);
+                    part.matmul(&x, n, bias, &mut y[offset..], width);
+                    offset += part.rows();
+                }
+                Ok(Tensor::from_data(TensorData::new(y, [n, width]), &device))
             }
             Linear::Burn { w, bias } => {
                 let y = x.matmul(w.clone());
@@ -212,6 +233,10 @@ pub struct Engine<'m> {
     /// run as host kernels (`kernels`) on its buffers; other backends run them as burn ops.
     host_kernels: bool,
     activation: Activation,
+    /// pot's f32 arithmetic, or an engine's ([`Engine::with_arithmetic`]).
+    arithmetic: Arithmetic,
+    /// The output head as its stored blocks, under an engine's arithmetic.
+    head_blocks: Option<BlockMatrix>,
 }
 
 /// Per-position next-token log-probabilities of one sequence: `len` rows of `vocab` values;
@@ -263,6 +288,7 @@ struct Form<'p> {
     layout: Layout,
     packed: bool,
     pool: Option<&'p BufferPool>,
+    arithmetic: Arithmetic,
 }
 
 /// A linear layer from its `[rows = out, cols = in]` row-major weight and its bias.
@@ -275,11 +301,7 @@ fn weight(
     form: Form,
 ) -> Linear {
     if form.packed {
-        let buffer = BufferPool::take_from(form.pool, PackedMatrix::packed_len(rows, cols));
-        let w = PackedMatrix::from_rows_in(&values, rows, cols, buffer);
-        if let Some(pool) = form.pool {
-            pool.give(values);
-        }
+        let w = packed(values, rows, cols, form);
         return Linear::Packed { w, bias };
     }
     let w = match form.layout {
@@ -292,6 +314,17 @@ fn weight(
         w,
         bias: bias.map(|b| tensor1(b, device)),
     }
+}
+
+/// `[rows = out, cols = in]` row-major weights packed for [`matmul`] (the values' buffer goes
+/// back to the pass's pool).
+fn packed(values: Vec<f32>, rows: usize, cols: usize, form: Form) -> PackedMatrix {
+    let buffer = BufferPool::take_from(form.pool, PackedMatrix::packed_len(rows, cols));
+    let w = PackedMatrix::from_rows_in(&values, rows, cols, buffer);
+    if let Some(pool) = form.pool {
+        pool.give(values);
+    }
+    w
 }
 
 /// `[rows, cols]` row-major values as a transposed `[cols, rows]` tensor.
@@ -428,6 +461,42 @@ fn load_block(
     })
 }
 
+/// TEMPORARY (emulation debugging): writes `values` to $POT_TRACE/{name}-{layer}.bin.
+pub(crate) fn trace(name: &str, layer: usize, values: &[f32]) {
+    if let Ok(dir) = std::env::var("POT_TRACE") {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(format!("{dir}/{name}-{layer}.bin"), bytes).ok();
+    }
+}
+fn trace_t(name: &str, layer: usize, t: &Tensor<2>) {
+    if std::env::var("POT_TRACE").is_ok() {
+        trace(name, layer, &to_host(t.clone()).unwrap());
+    }
+}
+
+/// The families and settings whose llama.cpp arithmetic pot reproduces: the LLaMA block
+/// (llama, mistral, qwen2: RMSNorm, RoPE without scaling, SwiGLU) with a rotation over the
+/// whole head; anything else is refused by name rather than approximated.
+fn emulation_supported(c: &ModelConfig) -> Result<(), ScoringError> {
+    let refuse = |what: String| {
+        Err(ScoringError::Backend(format!(
+            "llama.cpp's arithmetic is emulated for the llama, mistral and qwen2 families with \
+             plain RoPE and SwiGLU; this model has {what}: run it without --emulate"
+        )))
+    };
+    match c.architecture {
+        Architecture::Llama | Architecture::Qwen2 => {}
+        other => return refuse(format!("architecture {other:?}")),
+    }
+    if c.rope_scaling != RopeScaling::Default {
+        return refuse(format!("RoPE scaling {:?}", c.rope_scaling));
+    }
+    if c.hidden_act != "silu" {
+        return refuse(format!("activation {}", c.hidden_act));
+    }
+    Ok(())
+}
+
 /// GPT-2's learned position embeddings.
 const POSITIONS: &str = "transformer.wpe.weight";
 
@@ -501,11 +570,10 @@ fn load_expert(
     form: Form,
 ) -> Result<Ffn, ScoringError> {
     let name = |w: &str| format!("model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight");
-    let (down, rows, cols) = source.matrix(&name("w2"))?;
     Ok(Ffn {
         up: stacked_weight(source, &[name("w1"), name("w3")], None, device, form)?,
         gated: true,
-        down: weight(down, rows, cols, None, device, form),
+        down: stacked_weight(source, &[name("w2")], None, device, form)?,
     })
 }
 
@@ -518,6 +586,14 @@ fn stacked_weight(
     device: &Device,
     form: Form,
 ) -> Result<Linear, ScoringError> {
+    if form.arithmetic != Arithmetic::Exact {
+        let parts = names
+            .iter()
+            .map(|name| source.blocks(name))
+            .collect::<Result<_, _>>()?;
+        names.iter().for_each(|name| source.release(name));
+        return Ok(Linear::Blocks { parts, bias });
+    }
     if form.packed {
         // F32 weights are packed straight from the memory map: no copy into a buffer first.
         if let Some((parts, cols)) = source.stacked_in_place(names) {
@@ -551,8 +627,34 @@ impl<'m> Engine<'m> {
         device: Device,
         residency: Residency,
     ) -> Result<Self, ScoringError> {
+        Self::with_arithmetic(model, device, residency, Arithmetic::Exact)
+    }
+
+    /// [`Engine::with_residency`] computing as `arithmetic` says: an engine's roundings
+    /// (`emulate`) need the CPU pass's host kernels and the stored weights (not int8).
+    pub fn with_arithmetic(
+        model: &'m Model,
+        device: Device,
+        residency: Residency,
+        arithmetic: Arithmetic,
+    ) -> Result<Self, ScoringError> {
         let host_kernels = device == Device::flex();
-        Self::build(model, device, residency, host_kernels)
+        if arithmetic != Arithmetic::Exact {
+            if !host_kernels {
+                return Err(ScoringError::Backend(format!(
+                    "{} arithmetic is emulated on the CPU backend only",
+                    arithmetic.describe()
+                )));
+            }
+            if residency == Residency::Int8 {
+                return Err(ScoringError::Backend(
+                    "an engine's arithmetic cannot be emulated over pot's int8 weights: drop \
+                     --enable-8bit or --emulate"
+                        .into(),
+                ));
+            }
+        }
+        Self::build(model, device, residency, host_kernels, arithmetic)
     }
 
     /// [`Engine::with_residency`] running every part of the pass as burn ops, as on the
@@ -562,7 +664,7 @@ impl<'m> Engine<'m> {
         device: Device,
         residency: Residency,
     ) -> Result<Self, ScoringError> {
-        Self::build(model, device, residency, false)
+        Self::build(model, device, residency, false, Arithmetic::Exact)
     }
 
     fn build(
@@ -570,6 +672,7 @@ impl<'m> Engine<'m> {
         device: Device,
         residency: Residency,
         host_kernels: bool,
+        arithmetic: Arithmetic,
     ) -> Result<Self, ScoringError> {
         let config = model.config().clone();
         let source = Source::Model(model);
@@ -583,6 +686,7 @@ impl<'m> Engine<'m> {
                             layout: Layout::Copied,
                             packed: host_kernels,
                             pool: None,
+                            arithmetic,
                         };
                         load_block(&source, &config, i, &device, form)
                     })
@@ -620,8 +724,19 @@ impl<'m> Engine<'m> {
                 layers_at_once: 1,
             },
         };
+        // Under an engine's arithmetic the head multiplies as the engine's kernels do (a tied
+        // head is the embedding's blocks).
+        let head_blocks = match arithmetic {
+            Arithmetic::Exact => None,
+            _ => {
+                emulation_supported(&config)?;
+                Some(Source::Model(model).blocks(config.head_name())?)
+            }
+        };
         Ok(Self {
             host_kernels,
+            arithmetic,
+            head_blocks,
             activation: Activation::of(&config.hidden_act),
             device,
             config,
@@ -638,6 +753,7 @@ impl<'m> Engine<'m> {
             layout: Layout::View,
             packed: self.host_kernels,
             pool,
+            arithmetic: self.arithmetic,
         }
     }
 
@@ -648,6 +764,11 @@ impl<'m> Engine<'m> {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The arithmetic this engine computes with.
+    pub fn arithmetic(&self) -> Arithmetic {
+        self.arithmetic
     }
 
     fn check_cancel(&self) -> Result<(), ScoringError> {
@@ -793,6 +914,7 @@ impl<'m> Engine<'m> {
             }
         }
         let x = self.norm(x, &self.final_norm);
+        trace_t("result_norm", 0, &x);
 
         // Logits chunk by chunk into the packed rows, then log-softmax per row on the host.
         // Every value is written below before it is read: the last pass's values may remain.
@@ -805,6 +927,11 @@ impl<'m> Engine<'m> {
             .unwrap_or_default();
         logits.truncate(n * vocab);
         logits.resize(n * vocab, 0.0);
+        if let Some(head) = &self.head_blocks {
+            self.check_cancel()?;
+            head.matmul(&to_host(x)?, n, None, &mut logits, vocab);
+            return Ok(self.finish(logits, batch, &starts));
+        }
         let host_x = match self.host_kernels {
             true => Some(to_host(x.clone())?),
             false => None,
@@ -852,6 +979,17 @@ impl<'m> Engine<'m> {
                 |(rows, w)| write(rows, &w),
             )?,
         }
+        Ok(self.finish(logits, batch, &starts))
+    }
+
+    /// Log-softmax of the batch's `[N, vocab]` logits, shared by its sequences' views.
+    fn finish(
+        &self,
+        mut logits: Vec<f32>,
+        batch: &[Vec<u32>],
+        starts: &[usize],
+    ) -> Vec<SequenceLogProbs> {
+        let vocab = self.config.vocab_size;
         logits
             .par_chunks_mut(vocab)
             .for_each(kernels::log_softmax_in_place);
@@ -859,17 +997,16 @@ impl<'m> Engine<'m> {
         if let Ok(mut last) = self.last_logits.lock() {
             *last = Some(Arc::clone(&batch_rows));
         }
-        let out = batch
+        batch
             .iter()
-            .zip(&starts)
+            .zip(starts)
             .map(|(ids, &first)| SequenceLogProbs {
                 len: ids.len(),
                 vocab,
                 batch: Arc::clone(&batch_rows),
                 first,
             })
-            .collect();
-        Ok(out)
+            .collect()
     }
 
     /// Transformer block `layer` over the packed batch `x: [N, hidden]`. `source` is where a
@@ -890,12 +1027,32 @@ impl<'m> Engine<'m> {
         let local = c.is_local_layer(layer);
         let windowed = c.layer_window(layer).is_some();
 
+        trace_t("l_in", layer, &x);
         let h = self.norm(x.clone(), &w.attn_norm);
+        trace_t("attn_norm", layer, &h);
         let qkv = w.qkv.apply(h)?;
+        trace_t("qkv", layer, &qkv);
         let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(hd as f64).sqrt();
         let rotary = packing.rotary(local);
         let rope = !c.architecture.gpt2_family(); // GPT-2 added learned positions instead
-        let attn = if self.host_kernels {
+        let attn = if let Arithmetic::LlamaCpp { .. } = self.arithmetic {
+            let mut qkv = to_host(qkv)?;
+            let base = c.rope_theta as f32;
+            let tables = move |pos: usize| emulate::rope_tables(pos, hd, base);
+            let out = emulate::attention(
+                &mut qkv,
+                &packing.spans,
+                heads,
+                kv_heads,
+                hd,
+                scale as f32,
+                c.layer_window(layer),
+                Some(&tables),
+                self.arithmetic.kv_f16(),
+                matches!(&w.qkv, Linear::Blocks { parts, .. } if parts[0].permuted()),
+            );
+            Tensor::from_data(TensorData::new(out, [n, heads * hd]), &self.device)
+        } else if self.host_kernels {
             let mut qkv = to_host(qkv)?;
             let out = kernels::attention(
                 &mut qkv,
@@ -955,14 +1112,19 @@ impl<'m> Engine<'m> {
                 .collect();
             Tensor::cat(per_sequence, 0)
         };
+        trace_t("kqv_out", layer, &attn);
         let attn = w.o.apply(attn)?;
+        trace_t("attn_out", layer, &attn);
         let x = x + post_norm(attn, &w.post_attn_norm, eps);
+        trace_t("ffn_inp", layer, &x);
 
         let h = self.norm(x.clone(), &w.ffn_norm);
+        trace_t("ffn_norm", layer, &h);
         let mlp = match &w.mlp {
             Mlp::Dense(ffn) => self.ffn(ffn, h)?,
             Mlp::Experts { router, experts } => self.experts(h, router, experts, layer, source)?,
         };
+        trace_t("ffn_out", layer, &mlp);
         Ok(x + post_norm(mlp, &w.post_ffn_norm, eps))
     }
 
@@ -976,6 +1138,11 @@ impl<'m> Engine<'m> {
         let up = w.up.apply(h)?;
         let [n, width] = up.dims();
         let inner = match (w.gated, self.host_kernels) {
+            (true, _) if self.arithmetic != Arithmetic::Exact => {
+                let up = to_host(up)?;
+                let inner = emulate::swiglu(&up, width / 2);
+                Tensor::from_data(TensorData::new(inner, [n, width / 2]), &self.device)
+            }
             (false, _) => act(up),
             (true, true) => {
                 let up = to_host(up)?;
@@ -993,6 +1160,15 @@ impl<'m> Engine<'m> {
     /// The family's norm over the last dimension: LayerNorm with its bias (GPT-2) or RMSNorm.
     fn norm(&self, x: Tensor<2>, norm: &Norm) -> Tensor<2> {
         let eps = self.config.rms_norm_eps;
+        if self.arithmetic != Arithmetic::Exact && norm.bias.is_none() {
+            let [n, d] = x.dims();
+            let host = to_host(x.clone());
+            let w = to_host(norm.weight.clone().unsqueeze_dim::<2>(0));
+            if let (Ok(host), Ok(w)) = (host, w) {
+                let y = emulate::rms_norm(&host, &w, eps as f32);
+                return Tensor::from_data(TensorData::new(y, [n, d]), &self.device);
+            }
+        }
         match &norm.bias {
             Some(bias) => layer_norm(x, &norm.weight, bias, eps),
             None => rms_norm(x, &norm.weight, eps),

@@ -5,6 +5,7 @@
 //! position), release it; load the candidate and [`score_candidate`] it against the fingerprint,
 //! a batch at a time. Only [`engine`] touches burn.
 
+pub mod emulate;
 pub mod engine;
 pub mod error;
 pub mod kernels;
@@ -13,6 +14,7 @@ pub mod scorer;
 pub mod throughput;
 pub mod weights;
 
+pub use emulate::{Arithmetic, KvCache};
 pub use engine::{Backend, Engine, SequenceLogProbs};
 pub use error::ScoringError;
 pub use pot_fingerprint::{

@@ -1,0 +1,940 @@
+//! Engine-faithful arithmetic: compute as llama.cpp's CPU backend computes, so that a reference
+//! computed here reproduces a llama.cpp server's log-probs, not just approximates them.
+//!
+//! Why exactness and not a model of the roundings: llama.cpp converts every matmul's input to
+//! 8-bit blocks (Q8_0 / Q8_1 / Q8_K) before it multiplies by quantised weights. A one-ulp
+//! difference anywhere upstream flips a rounding now and then; a flipped 8-bit value is an error
+//! of a whole quantisation step, which the next layers carry on and multiply, so two
+//! computations that differ only in the order of their f32 sums end up as far apart as two
+//! independent quantisations (measured on SmolLM2 Q4_1, docs/SERVED.md: pot's f32 pass, pot
+//! rounding the inputs as ggml does but summing its own way, and llama.cpp are each about 0.025
+//! apart). So this module reproduces ggml-cpu's x86 AVX2 arithmetic as vendored in
+//! llama-cpp-python 0.3.36 operation by operation, read from its source and checked bit for bit
+//! against its intermediate tensors (`fixtures/emulation/`): the activation quantisers
+//! ([`quantize_q8_0`], [`quantize_q8_k`]), the integer block dot products with their lane
+//! structure and scale order ([`BlockMatrix`]), RMSNorm summed in f64 ([`rms_norm`]), RoPE with
+//! ggml's iterated angles and fused rotation ([`rope_tables`], [`rotate`]), attention over an f16
+//! cache with ggml's exponential ([`attention`], [`v_expf`]) and SwiGLU ([`swiglu`]).
+
+use half::{bf16, f16};
+use pot_formats::DType;
+use rayon::prelude::*;
+
+/// How the forward pass computes: pot's own f32 arithmetic, or a named engine's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Arithmetic {
+    /// f32 throughout (weights dequantised once, inputs unrounded, keys and values in f32).
+    #[default]
+    Exact,
+    /// llama.cpp's CPU backend: matmul inputs rounded to the weight type's partner, keys and
+    /// values stored in the cache as `kv` stores them.
+    LlamaCpp { kv: KvCache },
+}
+
+/// The type of llama.cpp's KV cache (`--cache-type-k/v`; f16 by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KvCache {
+    #[default]
+    F16,
+    F32,
+}
+
+impl Arithmetic {
+    /// Names accepted by `--emulate`.
+    pub const NAMES: &'static [&'static str] = &["none", "llama.cpp"];
+
+    /// `none` or `llama.cpp`, with the cache type `kv`.
+    pub fn parse(name: &str, kv: KvCache) -> Option<Self> {
+        match name {
+            "none" | "exact" => Some(Arithmetic::Exact),
+            "llama.cpp" | "llama-cpp" | "llamacpp" => Some(Arithmetic::LlamaCpp { kv }),
+            _ => None,
+        }
+    }
+
+    /// What the report says: `exact` or `llama.cpp (kv f16)`.
+    pub fn describe(self) -> String {
+        match self {
+            Arithmetic::Exact => "exact".into(),
+            Arithmetic::LlamaCpp { kv } => format!("llama.cpp (kv {})", kv.name()),
+        }
+    }
+
+    /// The rounding of a matmul's input for a weight stored as `dtype`.
+    pub fn input_rounding(self, dtype: DType) -> Rounding {
+        match self {
+            Arithmetic::Exact => Rounding::None,
+            Arithmetic::LlamaCpp { .. } => Rounding::partner_of(dtype),
+        }
+    }
+
+    /// Whether keys and values are rounded to f16 as they enter the cache.
+    pub fn kv_f16(self) -> bool {
+        matches!(self, Arithmetic::LlamaCpp { kv: KvCache::F16 })
+    }
+}
+
+impl KvCache {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f16" => Some(KvCache::F16),
+            "f32" => Some(KvCache::F32),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCache::F16 => "f16",
+            KvCache::F32 => "f32",
+        }
+    }
+}
+
+/// What ggml does to a matmul's f32 input before the product, by the weight's partner type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rounding {
+    /// F32 weights (and pot's exact arithmetic): the input as it is.
+    None,
+    F16,
+    Bf16,
+    /// Blocks of 32, `d = amax / 127` stored as fp16, `q = round_even(x * 127 / amax)`.
+    Q8_0,
+    /// Q8_0's values, plus the fp16 of `d * sum(q)` per block.
+    Q8_1,
+    /// Blocks of 256, `d = 1 / iscale` in f32 with `iscale = -127 / max` (the signed value of
+    /// largest magnitude), `q = min(127, round_even(iscale * x))`.
+    Q8K,
+}
+
+/// Values per block of the 8-bit partner types.
+const QK8: usize = 32;
+const QKK: usize = 256;
+
+impl Rounding {
+    /// ggml-cpu's `type_traits_cpu[dtype].vec_dot_type`.
+    pub fn partner_of(dtype: DType) -> Self {
+        match dtype {
+            DType::F32 => Rounding::None,
+            DType::F16 => Rounding::F16,
+            DType::BF16 => Rounding::Bf16,
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => Rounding::Q8_0,
+            DType::Q4_1 | DType::Q5_1 => Rounding::Q8_1,
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => Rounding::Q8K,
+        }
+    }
+
+    /// The block length the rounding works in (1 for element-wise ones): a row's length must
+    /// be a multiple of it, as ggml requires.
+    pub fn block(self) -> usize {
+        match self {
+            Rounding::None | Rounding::F16 | Rounding::Bf16 => 1,
+            Rounding::Q8_0 | Rounding::Q8_1 => QK8,
+            Rounding::Q8K => QKK,
+        }
+    }
+
+    /// Rounds `x` (rows of `cols` values) in place to what ggml's product sees: the dequantised
+    /// value of ggml's conversion of each input.
+    pub fn apply(self, x: &mut [f32], cols: usize) {
+        assert!(
+            cols % self.block() == 0 && x.len() % cols.max(1) == 0,
+            "rows of {cols} in blocks of {}",
+            self.block()
+        );
+        match self {
+            Rounding::None => {}
+            Rounding::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
+            Rounding::Bf16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
+            Rounding::Q8_0 | Rounding::Q8_1 => x.chunks_exact_mut(QK8).for_each(|b| {
+                let q = quantize_q8_0(b);
+                let d = q.d.to_f32();
+                for (v, &q) in b.iter_mut().zip(&q.qs) {
+                    *v = d * q as f32;
+                }
+            }),
+            Rounding::Q8K => x.chunks_exact_mut(QKK).for_each(|b| {
+                let q = quantize_q8_k(b);
+                for (v, &qv) in b.iter_mut().zip(&q.qs) {
+                    *v = q.d * qv as f32;
+                }
+            }),
+        }
+    }
+}
+
+/// One Q8_0 (or Q8_1) block of 32 as ggml's AVX2 `quantize_row_q8_0` / `quantize_row_q8_1`
+/// writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockQ8 {
+    pub d: f16,
+    pub qs: [i8; QK8],
+    /// Q8_1's `s`: fp16 of `d * sum(qs)` with the f32 `d` (before its fp16 rounding).
+    pub s: f16,
+}
+
+/// ggml-cpu's x86 `quantize_row_q8_0` (AVX2) for one block: the largest magnitude `amax`,
+/// `d = amax / 127` (stored as fp16), `id = 127 / amax` in f32 (from `amax`, not from the
+/// rounded `d`), `q = round_half_even(x * id)` (`_mm256_round_ps(_MM_ROUND_NEAREST)`).
+pub fn quantize_q8_0(x: &[f32]) -> BlockQ8 {
+    assert_eq!(x.len(), QK8);
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; QK8];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        let r = (v * id).round_ties_even() as i32;
+        *q = r as i8;
+        sum += r;
+    }
+    BlockQ8 {
+        d: f16::from_f32(d),
+        qs,
+        s: f16::from_f32(d * sum as f32),
+    }
+}
+
+/// One Q8_K block of 256 as ggml writes it (`quantize_row_q8_K_ref`, which the x86 build uses).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QKK],
+    /// Sums of each 16 consecutive `qs`.
+    pub bsums: [i16; QKK / 16],
+}
+
+/// ggml's `quantize_row_q8_K_ref` for one block: `max` the value of largest magnitude (the
+/// first of equal ones), `iscale = -127 / max`, `q = min(127, nearest_int(iscale * x))` (round
+/// half to even), `d = 1 / iscale`; an all-zero block stays zero with `d = 0`.
+pub fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
+    assert_eq!(x.len(), QKK);
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let mut block = BlockQ8K {
+        d: 0.0,
+        qs: [0; QKK],
+        bsums: [0; QKK / 16],
+    };
+    if amax == 0.0 {
+        return block;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in block.qs.iter_mut().zip(x) {
+        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+    }
+    for (sum, qs) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+        *sum = qs.iter().map(|&q| q as i16).sum();
+    }
+    block.d = 1.0 / iscale;
+    block
+}
+
+/// ggml's block dot product of one weight row (`dtype` blocks as stored) with one f32 input row,
+/// computed as ggml computes it: the input converted to the partner type, integer sums per
+/// block, then the scales (the x86 `ggml_vec_dot_*` formulas; f32 accumulation in block order).
+/// The reference the fast path (rounded input x dequantised weight, f32 GEMM) is tested against.
+pub fn dot_reference(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
+    let fp16 = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1 => {
+            let (_, block_bytes) = dtype.block();
+            let mut sum = 0f32;
+            for (wb, xb) in w.chunks_exact(block_bytes).zip(x.chunks_exact(QK8)) {
+                let a = quantize_q8_0(xb);
+                let qw = small_block_quants(dtype, wb);
+                let isum: i32 = qw.iter().zip(&a.qs).map(|(&p, &q)| p * q as i32).sum();
+                let dw = fp16(&wb[0..2]);
+                sum += match dtype {
+                    DType::Q4_1 | DType::Q5_1 => {
+                        dw * a.d.to_f32() * isum as f32 + fp16(&wb[2..4]) * a.s.to_f32()
+                    }
+                    _ => dw * a.d.to_f32() * isum as f32,
+                };
+            }
+            sum
+        }
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            let (_, block_bytes) = dtype.block();
+            let mut sum = 0f32;
+            for (wb, xb) in w.chunks_exact(block_bytes).zip(x.chunks_exact(QKK)) {
+                let a = quantize_q8_k(xb);
+                sum += k_block_dot(dtype, wb, &a);
+            }
+            sum
+        }
+        DType::F16 => w
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, &v)| fp16(b) * f16::from_f32(v).to_f32())
+            .sum(),
+        DType::BF16 => w
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, &v)| bf16::from_le_bytes([b[0], b[1]]).to_f32() * bf16::from_f32(v).to_f32())
+            .sum(),
+        _ => {
+            let mut values = vec![0f32; x.len()];
+            pot_formats::dtype::dequantize(dtype, w, &mut values);
+            values.iter().zip(x).map(|(a, b)| a * b).sum()
+        }
+    }
+}
+
+/// The integer quants of a 32-value block (Q4_0/Q5_0 with their offset of 8 / 16 applied,
+/// Q4_1/Q5_1 unsigned, Q8_0 signed), in element order.
+fn small_block_quants(dtype: DType, b: &[u8]) -> [i32; QK8] {
+    let mut q = [0i32; QK8];
+    match dtype {
+        DType::Q8_0 => {
+            for (v, &byte) in q.iter_mut().zip(&b[2..34]) {
+                *v = byte as i8 as i32;
+            }
+        }
+        DType::Q4_0 | DType::Q4_1 => {
+            let (nibbles, offset) = match dtype {
+                DType::Q4_0 => (&b[2..18], 8),
+                _ => (&b[4..20], 0),
+            };
+            for j in 0..16 {
+                q[j] = (nibbles[j] & 0x0f) as i32 - offset;
+                q[j + 16] = (nibbles[j] >> 4) as i32 - offset;
+            }
+        }
+        DType::Q5_0 | DType::Q5_1 => {
+            let (high, nibbles, offset) = match dtype {
+                DType::Q5_0 => (&b[2..6], &b[6..22], 16),
+                _ => (&b[4..8], &b[8..24], 0),
+            };
+            let qh = u32::from_le_bytes([high[0], high[1], high[2], high[3]]);
+            for j in 0..16 {
+                let h0 = ((qh >> j) & 1) << 4;
+                let h1 = ((qh >> (j + 16)) & 1) << 4;
+                q[j] = ((nibbles[j] & 0x0f) as u32 | h0) as i32 - offset;
+                q[j + 16] = ((nibbles[j] >> 4) as u32 | h1) as i32 - offset;
+            }
+        }
+        _ => unreachable!("not a 32-value block type: {dtype:?}"),
+    }
+    q
+}
+
+/// A K-quant super-block (256 values) times a Q8_K block as ggml's scalar `ggml_vec_dot_*_q8_K`
+/// formulas compute it: integer sums per sub-block, scaled by the 6-bit (Q4_K/Q5_K) or 8-bit
+/// (Q6_K) sub-block scales, the minimums through the input's block sums.
+fn k_block_dot(dtype: DType, b: &[u8], a: &BlockQ8K) -> f32 {
+    let fp16 = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+    match dtype {
+        DType::Q4_K | DType::Q5_K => {
+            let d = fp16(&b[0..2]) * a.d;
+            let dmin = fp16(&b[2..4]) * a.d;
+            let scales = &b[4..16];
+            let (sc, m) = k_scales(scales);
+            let q = k_quants(dtype, b);
+            let mut sumi = 0i32;
+            for j in 0..8 {
+                let s: i32 = (0..32)
+                    .map(|l| q[j * 32 + l] * a.qs[j * 32 + l] as i32)
+                    .sum();
+                sumi += sc[j] as i32 * s;
+            }
+            let mins: i32 = (0..8)
+                .map(|j| m[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
+                .sum();
+            d * sumi as f32 - dmin * mins as f32
+        }
+        DType::Q6_K => {
+            let ql = &b[0..128];
+            let qh = &b[128..192];
+            let sc = &b[192..208];
+            let d = fp16(&b[208..210]) * a.d;
+            let mut q = [0i32; QKK];
+            for half in 0..2 {
+                let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
+                for l in 0..32 {
+                    let base = half * 128;
+                    q[base + l] = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+                    q[base + l + 32] = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                    q[base + l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                    q[base + l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                }
+            }
+            let mut sumi = 0i32;
+            for (j, &s) in sc.iter().enumerate() {
+                let part: i32 = (0..16)
+                    .map(|l| q[j * 16 + l] * a.qs[j * 16 + l] as i32)
+                    .sum();
+                sumi += s as i8 as i32 * part;
+            }
+            d * sumi as f32
+        }
+        _ => unreachable!("not a K-quant: {dtype:?}"),
+    }
+}
+
+/// Q4_K/Q5_K's eight 6-bit scales and minimums (ggml's `get_scale_min_k4`).
+fn k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = s[j] & 63;
+            m[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+            m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+    }
+    (sc, m)
+}
+
+/// Q4_K/Q5_K's unsigned quants in element order (4 bits, plus Q5_K's high bit).
+fn k_quants(dtype: DType, b: &[u8]) -> [i32; QKK] {
+    let mut q = [0i32; QKK];
+    let (qh, qs): (Option<&[u8]>, &[u8]) = match dtype {
+        DType::Q4_K => (None, &b[16..144]),
+        _ => (Some(&b[16..48]), &b[48..176]),
+    };
+    for chunk in 0..4 {
+        let bytes = &qs[chunk * 32..chunk * 32 + 32];
+        for l in 0..32 {
+            let (lo, hi) = ((bytes[l] & 0xf) as i32, (bytes[l] >> 4) as i32);
+            let (i_lo, i_hi) = (chunk * 64 + l, chunk * 64 + 32 + l);
+            q[i_lo] = lo;
+            q[i_hi] = hi;
+            if let Some(qh) = qh {
+                q[i_lo] += (((qh[l] >> (2 * chunk)) & 1) as i32) << 4;
+                q[i_hi] += (((qh[l] >> (2 * chunk + 1)) & 1) as i32) << 4;
+            }
+        }
+    }
+    q
+}
+
+/// ggml's `hsum_float_8`: `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+fn hsum8(l: [f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// The sum of a 16-lane AVX-512 register (`_mm512_reduce_add_ps`: halves added lane by lane,
+/// then [`hsum8`]), the register held as two 8-lane halves (values `l` and `l + 8`).
+fn hsum_pair(acc: [[f32; 8]; 2]) -> f32 {
+    hsum8(std::array::from_fn(|l| acc[0][l] + acc[1][l]))
+}
+
+/// A weight as llama.cpp's CPU kernels read it: the stored blocks decoded once into their
+/// integer quants and scales (or the exact f32 values of F32/F16/BF16 weights), rows in the
+/// internal order. [`BlockMatrix::matmul`] multiplies as ggml does for a prompt batch.
+pub struct BlockMatrix {
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    /// Integer quants, `rows x cols` (Q4_0/Q5_0 offsets applied; Q4_1/Q5_1/Q4_K/Q5_K unsigned;
+    /// Q6_K with its offset of 32 applied).
+    q: Vec<i8>,
+    /// Per block (32 values) or super-block (256): the scale `d` as f32.
+    d: Vec<f32>,
+    /// Q4_1/Q5_1: each block's minimum; Q4_K/Q5_K: each super-block's `dmin`.
+    m: Vec<f32>,
+    /// K-quants: sub-block scales (8 of 32 values, or Q6_K's 16 of 16) and Q4_K/Q5_K's
+    /// sub-block minimums.
+    sc: Vec<i16>,
+    mins: Vec<i16>,
+    /// F32/F16/BF16 weights: their values.
+    f: Vec<f32>,
+    /// The file stores the rows permuted (llama.cpp's interleaved RoPE pairs of Q and K).
+    permuted: bool,
+}
+
+impl BlockMatrix {
+    /// Decodes a stored weight (any type pot reads) for llama.cpp's kernels.
+    pub fn new(w: &pot_formats::StoredRows) -> Self {
+        let (rows, cols, dtype) = (w.rows, w.cols, w.dtype);
+        let mut m = BlockMatrix {
+            dtype,
+            rows,
+            cols,
+            q: Vec::new(),
+            d: Vec::new(),
+            m: Vec::new(),
+            sc: Vec::new(),
+            mins: Vec::new(),
+            f: Vec::new(),
+            permuted: w.order.is_some(),
+        };
+        let fp16 = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let (_, block_bytes) = dtype.block();
+        match dtype {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                m.f = vec![0f32; rows * cols];
+                for (r, out) in m.f.chunks_exact_mut(cols).enumerate() {
+                    pot_formats::dtype::dequantize(dtype, w.row(r), out);
+                }
+            }
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => {
+                m.q.reserve(rows * cols);
+                for r in 0..rows {
+                    for b in w.row(r).chunks_exact(block_bytes) {
+                        m.q.extend(small_block_quants(dtype, b).iter().map(|&v| v as i8));
+                        m.d.push(fp16(&b[0..2]));
+                        if matches!(dtype, DType::Q4_1 | DType::Q5_1) {
+                            m.m.push(fp16(&b[2..4]));
+                        }
+                    }
+                }
+            }
+            DType::Q4_K | DType::Q5_K => {
+                for r in 0..rows {
+                    for b in w.row(r).chunks_exact(block_bytes) {
+                        m.q.extend(k_quants(dtype, b).iter().map(|&v| v as i8));
+                        m.d.push(fp16(&b[0..2]));
+                        m.m.push(fp16(&b[2..4]));
+                        let (sc, mins) = k_scales(&b[4..16]);
+                        m.sc.extend(sc.iter().map(|&v| v as i16));
+                        m.mins.extend(mins.iter().map(|&v| v as i16));
+                    }
+                }
+            }
+            DType::Q6_K => {
+                for r in 0..rows {
+                    for b in w.row(r).chunks_exact(block_bytes) {
+                        m.q.extend(q6_k_quants(b).iter().map(|&v| v as i8));
+                        m.sc.extend(b[192..208].iter().map(|&v| v as i8 as i16));
+                        m.d.push(fp16(&b[208..210]));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Whether the engine holds these rows in another order than pot (llama.cpp's interleaved
+    /// RoPE pairs): its products over a head then run in that order ([`attention`]).
+    pub fn permuted(&self) -> bool {
+        self.permuted
+    }
+
+    /// `y[i, offset + j] = x_i · w_j (+ bias_j)` for `n` input rows, computed as ggml-cpu
+    /// computes a prompt batch of `n >= 8` tokens (`ldc`: y's row stride).
+    pub fn matmul(&self, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], ldc: usize) {
+        assert_eq!(x.len(), n * self.cols, "{n} rows of {}", self.cols);
+        let input = Input::quantize(self.dtype, x, n, self.cols);
+        // Outputs in column blocks (the block's weight rows stay in cache across the inputs),
+        // written transposed then scattered.
+        const COLS: usize = 16;
+        let mut yt = vec![0f32; self.rows * n];
+        yt.par_chunks_mut(COLS * n)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let j0 = block * COLS;
+                for (dj, col) in out.chunks_exact_mut(n).enumerate() {
+                    for (i, v) in col.iter_mut().enumerate() {
+                        *v = self.dot(j0 + dj, &input, i);
+                    }
+                }
+            });
+        for (i, row) in y.chunks_mut(ldc).take(n).enumerate() {
+            for (j, v) in row[..self.rows].iter_mut().enumerate() {
+                *v = yt[j * n + i] + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+
+    /// Output `j` for input row `i`, by ggml's formula for this type (see the module doc).
+    fn dot(&self, j: usize, a: &Input, i: usize) -> f32 {
+        let k = self.cols;
+        match self.dtype {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                // tinyBLAS (AVX-512): one 16-lane accumulator over the depth, then its sum.
+                let (w, x) = (&self.f[j * k..(j + 1) * k], &a.f[i * k..(i + 1) * k]);
+                let mut acc = [[0f32; 8]; 2];
+                for (c, (w8, x8)) in w.chunks_exact(8).zip(x.chunks_exact(8)).enumerate() {
+                    let acc = &mut acc[c % 2];
+                    for l in 0..8 {
+                        acc[l] = w8[l].mul_add(x8[l], acc[l]);
+                    }
+                }
+                hsum_pair(acc)
+            }
+            DType::Q4_0 => {
+                // Repacked (q4_0_8x8) on AVX2: the whole block's integer dot, one accumulator.
+                let nb = k / QK8;
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let w = &self.q[j * k + b * QK8..][..QK8];
+                    let x = &a.q[i * k + b * QK8..][..QK8];
+                    let isum: i32 = w.iter().zip(x).map(|(&p, &q)| p as i32 * q as i32).sum();
+                    let dd = self.d[j * nb + b] * a.d[i * nb + b];
+                    acc = (isum as f32).mul_add(dd, acc);
+                }
+                acc
+            }
+            DType::Q8_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1 => {
+                // vec_dot (and tinyBLAS, bit-identical): eight lanes of four products per
+                // block, each scaled into its lane, then the horizontal sum; Q4_1/Q5_1 add
+                // their minimums times the input's fp16 block sums after it.
+                let nb = k / QK8;
+                let mut acc = [0f32; 8];
+                let mut summs = 0f32;
+                for b in 0..nb {
+                    let w = &self.q[j * k + b * QK8..][..QK8];
+                    let x = &a.q[i * k + b * QK8..][..QK8];
+                    let dd = self.d[j * nb + b] * a.d[i * nb + b];
+                    for l in 0..8 {
+                        let s: i32 = (0..4)
+                            .map(|t| w[4 * l + t] as i32 * x[4 * l + t] as i32)
+                            .sum();
+                        acc[l] = dd.mul_add(s as f32, acc[l]);
+                    }
+                    if !self.m.is_empty() {
+                        summs = self.m[j * nb + b].mul_add(a.s[i * nb + b], summs);
+                    }
+                }
+                hsum8(acc) + summs
+            }
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+                let nb = k / QKK;
+                let (mut acc, mut acc_min) = (0f32, 0f32);
+                for b in 0..nb {
+                    let w = &self.q[j * k + b * QKK..][..QKK];
+                    let x = &a.q[i * k + b * QKK..][..QKK];
+                    let da = a.d[i * nb + b];
+                    let bsums = &a.bsums[(i * nb + b) * 16..][..16];
+                    let dw = self.d[j * nb + b];
+                    if self.dtype == DType::Q6_K {
+                        let sc = &self.sc[(j * nb + b) * 16..][..16];
+                        let mut s1 = 0i32;
+                        for (sub, &scale) in sc.iter().enumerate() {
+                            let dot: i32 = w[sub * 16..sub * 16 + 16]
+                                .iter()
+                                .zip(&x[sub * 16..sub * 16 + 16])
+                                .map(|(&p, &q)| p as i32 * q as i32)
+                                .sum();
+                            s1 += scale as i32 * dot;
+                        }
+                        // Tiled kernel: res = d_w·s1, then buf = fma(res, d_a, buf).
+                        acc = (dw * s1 as f32).mul_add(da, acc);
+                        continue;
+                    }
+                    let sc = &self.sc[(j * nb + b) * 8..][..8];
+                    let mins = &self.mins[(j * nb + b) * 8..][..8];
+                    let (mut s1, mut s2) = (0i32, 0i32);
+                    for sub in 0..8 {
+                        let dot: i32 = w[sub * 32..sub * 32 + 32]
+                            .iter()
+                            .zip(&x[sub * 32..sub * 32 + 32])
+                            .map(|(&p, &q)| p as i32 * q as i32)
+                            .sum();
+                        s1 += sc[sub] as i32 * dot;
+                        s2 +=
+                            mins[sub] as i32 * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
+                    }
+                    let dmin = self.m[j * nb + b];
+                    if self.dtype == DType::Q4_K && self.rows % 8 == 0 {
+                        // Repacked (q4_K_8x8): the scale and minimum terms in two
+                        // accumulators, subtracted at the end.
+                        acc = (s1 as f32).mul_add(dw * da, acc);
+                        acc_min = (s2 as f32).mul_add(dmin * da, acc_min);
+                    } else {
+                        // Tiled: res = d_w·s1 - dmin_w·s2 (fused), buf = fma(res, d_a, buf).
+                        let res = (-dmin).mul_add(s2 as f32, dw * s1 as f32);
+                        acc = res.mul_add(da, acc);
+                    }
+                }
+                acc - acc_min
+            }
+        }
+    }
+}
+
+/// A batch's inputs converted to a weight type's partner (`vec_dot_type`).
+struct Input {
+    /// F32/F16/BF16 weights: the inputs (rounded to f16 / bf16 for those weights).
+    f: Vec<f32>,
+    q: Vec<i8>,
+    d: Vec<f32>,
+    /// Q8_1's fp16 block sums.
+    s: Vec<f32>,
+    /// Q8_K's sums of 16 quants.
+    bsums: Vec<i16>,
+}
+
+impl Input {
+    fn quantize(dtype: DType, x: &[f32], n: usize, cols: usize) -> Self {
+        let mut input = Input {
+            f: Vec::new(),
+            q: Vec::with_capacity(x.len()),
+            d: Vec::new(),
+            s: Vec::new(),
+            bsums: Vec::new(),
+        };
+        match Rounding::partner_of(dtype) {
+            r @ (Rounding::None | Rounding::F16 | Rounding::Bf16) => {
+                input.f = x.to_vec();
+                r.apply(&mut input.f, cols);
+            }
+            Rounding::Q8_0 | Rounding::Q8_1 => {
+                for b in x.chunks_exact(QK8) {
+                    let q = quantize_q8_0(b);
+                    input.q.extend_from_slice(&q.qs);
+                    input.d.push(q.d.to_f32());
+                    input.s.push(q.s.to_f32());
+                }
+            }
+            Rounding::Q8K => {
+                for b in x.chunks_exact(QKK) {
+                    let q = quantize_q8_k(b);
+                    input.q.extend_from_slice(&q.qs);
+                    input.d.push(q.d);
+                    input.bsums.extend_from_slice(&q.bsums);
+                }
+            }
+        }
+        debug_assert_eq!(x.len(), n * cols);
+        input
+    }
+}
+
+/// Q6_K's 256 quants in element order with the offset of 32 applied.
+fn q6_k_quants(b: &[u8]) -> [i32; QKK] {
+    let (ql, qh) = (&b[0..128], &b[128..192]);
+    let mut q = [0i32; QKK];
+    for half in 0..2 {
+        let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
+        let base = half * 128;
+        for l in 0..32 {
+            q[base + l] = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+            q[base + l + 32] = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            q[base + l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            q[base + l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+        }
+    }
+    q
+}
+
+/// ggml-cpu's `rms_norm` fused with the weight: `Σ x²` in f64 (each square rounded in f32),
+/// `scale = 1 / sqrtf(mean + eps)` in f32, `y = (x · scale) · w`; rows of `w.len()`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(y, x)| {
+            let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+            let mean = (sum / d as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for ((y, &v), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = (v * scale) * w;
+            }
+        });
+    out
+}
+
+/// ggml's `ggml_v_expf` for one value as its AVX-512 build computes it (a polynomial with
+/// ~1.5 ulp error, not libm's; the AVX2 build's variant differs in its last step).
+pub fn v_expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+    scalef(j, n as i32)
+}
+
+/// `_mm512_scalef_ps(j, n)`: `j · 2^n` rounded once (two exact steps where `2^n` is below
+/// f32's normal range).
+fn scalef(j: f32, n: i32) -> f32 {
+    let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    match n {
+        -126..=127 => j * pow2(n),
+        n if n > 127 => j * pow2(127) * pow2(n - 127),
+        n => j * pow2(n + 64) * pow2(-64),
+    }
+}
+
+/// ggml's `swiglu` on `[N, 2·ffn]` rows (gate then up): `(g / (1 + v_expf(-g))) · u`.
+pub fn swiglu(gate_up: &[f32], ffn: usize) -> Vec<f32> {
+    let mut out = vec![0f32; gate_up.len() / 2];
+    out.par_chunks_mut(ffn)
+        .zip(gate_up.par_chunks(2 * ffn))
+        .for_each(|(y, gu)| {
+            let (g, u) = gu.split_at(ffn);
+            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                *y = (g / (1.0 + v_expf(-g))) * u;
+            }
+        });
+    out
+}
+
+/// llama.cpp's RoPE angles for position `pos` (`ggml_rope_cache_init`): `theta` starts at the
+/// position and is multiplied by `powf(base, -2 / dims)` in f32 at each pair; glibc's `cosf`
+/// and `sinf`. Returns `(cos, sin)` per pair.
+pub fn rope_tables(pos: usize, dims: usize, base: f32) -> (Vec<f32>, Vec<f32>) {
+    let scale = base.powf(-2.0 / dims as f32);
+    let mut theta = pos as f32;
+    let (mut cos, mut sin) = (Vec::with_capacity(dims / 2), Vec::with_capacity(dims / 2));
+    for _ in 0..dims / 2 {
+        cos.push(theta.cos());
+        sin.push(theta.sin());
+        theta *= scale;
+    }
+    (cos, sin)
+}
+
+/// ggml's rotation of one head (`rotate_pairs`, as compiled: the first product fused), in the
+/// rotate-half layout pot keeps (pair `i` is `x[i]`, `x[i + dims/2]`).
+pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (x0, x1) = (x[i], x[i + half]);
+        x[i] = x0.mul_add(cos[i], -(x1 * sin[i]));
+        x[i + half] = x0.mul_add(sin[i], x1 * cos[i]);
+    }
+}
+
+/// One layer's attention as llama.cpp computes it without flash attention, per sequence and
+/// head: queries and keys rotated ([`rotate`]), queries, keys and values rounded to f16 (the
+/// cache, and the query converted to its type), `q · k` in eight lanes, ggml's softmax
+/// (scaled, masked, [`v_expf`], the sum in f64 per eight values), probabilities rounded to f16,
+/// `p · v` in eight lanes. `qkv`: `[N, (heads + 2 kv) · head_dim]`; `spans`: (first row,
+/// length) per sequence; `rope`: the angles per position. Returns `[N, heads · head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    qkv: &mut [f32],
+    spans: &[(usize, usize)],
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    scale: f32,
+    window: Option<usize>,
+    rope: Option<&dyn Fn(usize) -> (Vec<f32>, Vec<f32>)>,
+    f16_cache: bool,
+    interleaved: bool,
+) -> Vec<f32> {
+    // The engine's order of a head's values: its layout pairs RoPE's halves (2i, 2i + 1) where
+    // pot's keeps them apart (i, i + hd/2), and `q · k` sums in the engine's order.
+    let order: Vec<usize> = (0..hd)
+        .map(|e| {
+            if interleaved {
+                e / 2 + (e % 2) * (hd / 2)
+            } else {
+                e
+            }
+        })
+        .collect();
+    let width = (heads + 2 * kv_heads) * hd;
+    let n: usize = spans.iter().map(|s| s.1).sum();
+    let round = |v: f32| {
+        if f16_cache {
+            f16::from_f32(v).to_f32()
+        } else {
+            v
+        }
+    };
+    // Rotate queries and keys per row, then round everything the cache holds.
+    for &(start, t) in spans {
+        for pos in 0..t {
+            let row = &mut qkv[(start + pos) * width..(start + pos + 1) * width];
+            if let Some(tables) = rope {
+                let (cos, sin) = tables(pos);
+                for head in row[..(heads + kv_heads) * hd].chunks_exact_mut(hd) {
+                    rotate(head, &cos, &sin);
+                }
+            }
+            row.iter_mut().for_each(|v| *v = round(*v));
+        }
+    }
+    let mut out = vec![0f32; n * heads * hd];
+    let qkv = &*qkv;
+    let group = heads / kv_heads;
+    let tasks: Vec<(usize, usize, usize)> = spans
+        .iter()
+        .flat_map(|&(start, t)| (0..heads).map(move |h| (start, t, h)))
+        .collect();
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(start, t, h)| {
+            let g = h / group;
+            let q = |i: usize| &qkv[(start + i) * width + h * hd..][..hd];
+            let k = |j: usize| &qkv[(start + j) * width + (heads + g) * hd..][..hd];
+            let v = |j: usize| &qkv[(start + j) * width + (heads + kv_heads + g) * hd..][..hd];
+            let mut result = vec![0f32; t * hd];
+            let mut p = vec![0f32; t];
+            for i in 0..t {
+                let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                // Scores (masked ones are -inf, which the exponential takes to exactly 0).
+                for (j, pj) in p.iter_mut().enumerate() {
+                    *pj = if j < first || j > i {
+                        f32::NEG_INFINITY
+                    } else {
+                        let (q, k) = (q(i), k(j));
+                        let mut acc = [[0f32; 8]; 2];
+                        for (e, &at) in order.iter().enumerate() {
+                            let lane = &mut acc[(e / 8) % 2][e % 8];
+                            *lane = k[at].mul_add(q[at], *lane);
+                        }
+                        hsum_pair(acc) * scale
+                    };
+                }
+                let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0f64;
+                for chunk in p.chunks_mut(16) {
+                    let mut lanes = [[0f32; 8]; 2];
+                    for (l, v) in chunk.iter_mut().enumerate() {
+                        *v = v_expf(*v - max);
+                        lanes[l / 8][l % 8] = *v;
+                    }
+                    sum += f64::from(hsum_pair(lanes));
+                }
+                let inv = (1.0 / sum) as f32;
+                p.iter_mut().for_each(|v| *v = round(*v * inv));
+                let out = &mut result[i * hd..(i + 1) * hd];
+                for (d, o) in out.iter_mut().enumerate() {
+                    let mut acc = [[0f32; 8]; 2];
+                    for (j, &pj) in p.iter().enumerate() {
+                        let lane = &mut acc[(j / 8) % 2][j % 8];
+                        *lane = v(j)[d].mul_add(pj, *lane);
+                    }
+                    *o = hsum_pair(acc);
+                }
+            }
+            result
+        })
+        .collect();
+    for (&(start, t, h), r) in tasks.iter().zip(results) {
+        for i in 0..t {
+            out[(start + i) * heads * hd + h * hd..][..hd]
+                .copy_from_slice(&r[i * hd..(i + 1) * hd]);
+        }
+    }
+    out
+}
