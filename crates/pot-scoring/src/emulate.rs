@@ -635,12 +635,14 @@ impl BlockMatrix {
                     let sc = &self.sc[(j * nb + b) * 8..][..8];
                     let mins = &self.mins[(j * nb + b) * 8..][..8];
                     let (mut s1, mut s2) = (0i32, 0i32);
+                    let mut dots = [0i32; 8];
                     for sub in 0..8 {
                         let dot: i32 = w[sub * 32..sub * 32 + 32]
                             .iter()
                             .zip(&x[sub * 32..sub * 32 + 32])
                             .map(|(&p, &q)| p as i32 * q as i32)
                             .sum();
+                        dots[sub] = dot;
                         s1 += sc[sub] as i32 * dot;
                         s2 +=
                             mins[sub] as i32 * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
@@ -648,9 +650,24 @@ impl BlockMatrix {
                     let dmin = self.m[j * nb + b];
                     if self.dtype == DType::Q4_K && self.rows % 8 == 0 {
                         // Repacked (q4_K_8x8): the scale and minimum terms in two
-                        // accumulators, subtracted at the end.
-                        acc = (s1 as f32).mul_add(dw * da, acc);
-                        acc_min = (s2 as f32).mul_add(dmin * da, acc_min);
+                        // accumulators, subtracted at the end; the AVX-512 gemm (inputs in
+                        // groups of four rows) adds every 64 values, the gemv (the rest) every
+                        // super-block.
+                        if i < a.rows - a.rows % 4 {
+                            for pair in 0..4 {
+                                let (mut p1, mut p2) = (0i32, 0i32);
+                                for sub in 2 * pair..2 * pair + 2 {
+                                    p1 += sc[sub] as i32 * dots[sub];
+                                    p2 += mins[sub] as i32
+                                        * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
+                                }
+                                acc = (p1 as f32).mul_add(dw * da, acc);
+                                acc_min = (p2 as f32).mul_add(dmin * da, acc_min);
+                            }
+                        } else {
+                            acc = (s1 as f32).mul_add(dw * da, acc);
+                            acc_min = (s2 as f32).mul_add(dmin * da, acc_min);
+                        }
                     } else {
                         // Tiled: res = d_w·s1 - dmin_w·s2 (fused), buf = fma(res, d_a, buf).
                         let res = (-dmin).mul_add(s2 as f32, dw * s1 as f32);
@@ -665,6 +682,7 @@ impl BlockMatrix {
 
 /// A batch's inputs converted to a weight type's partner (`vec_dot_type`).
 struct Input {
+    rows: usize,
     /// F32/F16/BF16 weights: the inputs (rounded to f16 / bf16 for those weights).
     f: Vec<f32>,
     q: Vec<i8>,
@@ -678,6 +696,7 @@ struct Input {
 impl Input {
     fn quantize(dtype: DType, x: &[f32], n: usize, cols: usize) -> Self {
         let mut input = Input {
+            rows: n,
             f: Vec::new(),
             q: Vec::with_capacity(x.len()),
             d: Vec::new(),
