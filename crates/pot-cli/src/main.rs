@@ -38,6 +38,9 @@ enum Command {
     Decide(decide::DecideArgs),
     /// Convert a model (GGUF or HF directory) to a Hugging Face safetensors directory.
     Convert(models::ConvertArgs),
+    /// Quantize a GGUF model as llama.cpp's llama-quantize does, byte for byte (no importance
+    /// matrix): the deployments a served model may be (Q8_0, Q6_K, Q4_K_M ...).
+    Quantize(models::QuantizeArgs),
     /// What verifying a model needs on this machine (memory per strategy, flags, time per
     /// query), from a model, a config.json or a shape, before loading or downloading it.
     Plan(plan::PlanArgs),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Challenges(args) => challenges::run(args),
         Command::Decide(args) => decide::run(args),
         Command::Convert(args) => models::convert_cmd(args),
+        Command::Quantize(args) => models::quantize_cmd(args),
         Command::Inspect(args) => models::inspect_cmd(args),
         Command::Plan(args) => plan::plan_cmd(args),
         Command::Verify(args) => verify::verify_cmd(args),

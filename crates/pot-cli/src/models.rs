@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use clap::Args;
-use pot_formats::Model;
 use pot_formats::convert::{OutputDType, convert};
+use pot_formats::{FormatError, Model};
 
 use crate::exit::{self, Failure};
 
@@ -47,6 +47,70 @@ pub fn convert_cmd(args: ConvertArgs) -> Result<u8, Failure> {
         args.out.display(),
         args.dtype
     );
+    Ok(exit::SAME)
+}
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// The GGUF model to quantize (F32, F16 or BF16 tensors; a quantised one with
+    /// --allow-requantize).
+    model: PathBuf,
+    /// The file type, as llama-quantize names them: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,
+    /// q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k.
+    #[arg(long = "type", value_name = "TYPE")]
+    ftype: String,
+    /// Output GGUF file (written atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Quantize tensors that are already quantised (dequantised first; quality suffers), as
+    /// llama-quantize's --allow-requantize.
+    #[arg(long)]
+    allow_requantize: bool,
+}
+
+/// `pot quantize`: llama.cpp's quantiser, ported (pot_formats::quantize_file).
+pub fn quantize_cmd(args: QuantizeArgs) -> Result<u8, Failure> {
+    use pot_formats::quantize::FileType;
+    use pot_formats::quantize_file::{QuantizeFileError, QuantizeOptions, quantize_gguf};
+    let ftype: FileType = args
+        .ftype
+        .parse()
+        .map_err(|e| exit::fail(exit::USAGE, anyhow::anyhow!("--type {}: {e}", args.ftype)))?;
+    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let options = QuantizeOptions {
+        allow_requantize: args.allow_requantize,
+    };
+    let summary = quantize_gguf(&args.model, ftype, &args.out, options, |done, total| {
+        if is_tty {
+            eprint!("\rquantizing: {done}/{total} tensors");
+            if done == total {
+                eprintln!();
+            }
+        } else if done == total || done % 50 == 0 {
+            eprintln!("quantizing: {done}/{total} tensors");
+        }
+        std::io::stderr().flush().ok();
+    })
+    .map_err(|e| {
+        let code = match e {
+            QuantizeFileError::Requantize { .. } | QuantizeFileError::SameFile { .. } => {
+                exit::USAGE
+            }
+            QuantizeFileError::Format(FormatError::Write { .. }) => exit::RUNTIME,
+            _ => exit::LOAD_FAILED,
+        };
+        exit::fail(code, e.into())
+    })?;
+    println!(
+        "wrote {} ({}, {:.2} bits per weight, {:.1} MB)",
+        args.out.display(),
+        ftype,
+        summary.bits_per_weight(),
+        summary.file_bytes as f64 / 1e6
+    );
+    for t in &summary.by_type {
+        println!("  {:<5} {:>4} tensors", t.dtype.name(), t.tensors);
+    }
     Ok(exit::SAME)
 }
 

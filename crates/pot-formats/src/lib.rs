@@ -16,6 +16,7 @@ pub mod gguf_write;
 pub mod model;
 pub mod names;
 pub mod quantize;
+pub mod quantize_file;
 pub mod rope;
 pub mod tokenizer;
 pub mod variants;

@@ -176,6 +176,7 @@ pub struct BlockQ8 {
 /// ggml-cpu's x86 `quantize_row_q8_0` (AVX2) for one block: the largest magnitude `amax`,
 /// `d = amax / 127` (stored as fp16), `id = 127 / amax` in f32 (from `amax`, not from the
 /// rounded `d`), `q = round_half_even(x * id)` (`_mm256_round_ps(_MM_ROUND_NEAREST)`).
+#[inline(always)]
 pub fn quantize_q8_0(x: &[f32]) -> BlockQ8 {
     assert_eq!(x.len(), QK8);
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -207,6 +208,7 @@ pub struct BlockQ8K {
 /// ggml's `quantize_row_q8_K_ref` for one block: `max` the value of largest magnitude (the
 /// first of equal ones), `iscale = -127 / max`, `q = min(127, nearest_int(iscale * x))` (round
 /// half to even), `d = 1 / iscale`; an all-zero block stays zero with `d = 0`.
+#[inline(always)]
 pub fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
     assert_eq!(x.len(), QKK);
     let (mut amax, mut max) = (0f32, 0f32);
@@ -233,57 +235,6 @@ pub fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
     }
     block.d = 1.0 / iscale;
     block
-}
-
-/// ggml's block dot product of one weight row (`dtype` blocks as stored) with one f32 input row,
-/// computed as ggml computes it: the input converted to the partner type, integer sums per
-/// block, then the scales (the x86 `ggml_vec_dot_*` formulas; f32 accumulation in block order).
-/// The reference the fast path (rounded input x dequantised weight, f32 GEMM) is tested against.
-pub fn dot_reference(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
-    let fp16 = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1 => {
-            let (_, block_bytes) = dtype.block();
-            let mut sum = 0f32;
-            for (wb, xb) in w.chunks_exact(block_bytes).zip(x.chunks_exact(QK8)) {
-                let a = quantize_q8_0(xb);
-                let qw = small_block_quants(dtype, wb);
-                let isum: i32 = qw.iter().zip(&a.qs).map(|(&p, &q)| p * q as i32).sum();
-                let dw = fp16(&wb[0..2]);
-                sum += match dtype {
-                    DType::Q4_1 | DType::Q5_1 => {
-                        dw * a.d.to_f32() * isum as f32 + fp16(&wb[2..4]) * a.s.to_f32()
-                    }
-                    _ => dw * a.d.to_f32() * isum as f32,
-                };
-            }
-            sum
-        }
-        DType::Q4_K | DType::Q5_K | DType::Q6_K => {
-            let (_, block_bytes) = dtype.block();
-            let mut sum = 0f32;
-            for (wb, xb) in w.chunks_exact(block_bytes).zip(x.chunks_exact(QKK)) {
-                let a = quantize_q8_k(xb);
-                sum += k_block_dot(dtype, wb, &a);
-            }
-            sum
-        }
-        DType::F16 => w
-            .chunks_exact(2)
-            .zip(x)
-            .map(|(b, &v)| fp16(b) * f16::from_f32(v).to_f32())
-            .sum(),
-        DType::BF16 => w
-            .chunks_exact(2)
-            .zip(x)
-            .map(|(b, &v)| bf16::from_le_bytes([b[0], b[1]]).to_f32() * bf16::from_f32(v).to_f32())
-            .sum(),
-        _ => {
-            let mut values = vec![0f32; x.len()];
-            pot_formats::dtype::dequantize(dtype, w, &mut values);
-            values.iter().zip(x).map(|(a, b)| a * b).sum()
-        }
-    }
 }
 
 /// The integer quants of a 32-value block (Q4_0/Q5_0 with their offset of 8 / 16 applied,
@@ -324,59 +275,6 @@ fn small_block_quants(dtype: DType, b: &[u8]) -> [i32; QK8] {
     q
 }
 
-/// A K-quant super-block (256 values) times a Q8_K block as ggml's scalar `ggml_vec_dot_*_q8_K`
-/// formulas compute it: integer sums per sub-block, scaled by the 6-bit (Q4_K/Q5_K) or 8-bit
-/// (Q6_K) sub-block scales, the minimums through the input's block sums.
-fn k_block_dot(dtype: DType, b: &[u8], a: &BlockQ8K) -> f32 {
-    let fp16 = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-    match dtype {
-        DType::Q4_K | DType::Q5_K => {
-            let d = fp16(&b[0..2]) * a.d;
-            let dmin = fp16(&b[2..4]) * a.d;
-            let scales = &b[4..16];
-            let (sc, m) = k_scales(scales);
-            let q = k_quants(dtype, b);
-            let mut sumi = 0i32;
-            for j in 0..8 {
-                let s: i32 = (0..32)
-                    .map(|l| q[j * 32 + l] * a.qs[j * 32 + l] as i32)
-                    .sum();
-                sumi += sc[j] as i32 * s;
-            }
-            let mins: i32 = (0..8)
-                .map(|j| m[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
-                .sum();
-            d * sumi as f32 - dmin * mins as f32
-        }
-        DType::Q6_K => {
-            let ql = &b[0..128];
-            let qh = &b[128..192];
-            let sc = &b[192..208];
-            let d = fp16(&b[208..210]) * a.d;
-            let mut q = [0i32; QKK];
-            for half in 0..2 {
-                let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
-                for l in 0..32 {
-                    let base = half * 128;
-                    q[base + l] = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
-                    q[base + l + 32] = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                    q[base + l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                    q[base + l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                }
-            }
-            let mut sumi = 0i32;
-            for (j, &s) in sc.iter().enumerate() {
-                let part: i32 = (0..16)
-                    .map(|l| q[j * 16 + l] * a.qs[j * 16 + l] as i32)
-                    .sum();
-                sumi += s as i8 as i32 * part;
-            }
-            d * sumi as f32
-        }
-        _ => unreachable!("not a K-quant: {dtype:?}"),
-    }
-}
-
 /// Q4_K/Q5_K's eight 6-bit scales and minimums (ggml's `get_scale_min_k4`).
 fn k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
@@ -415,13 +313,36 @@ fn k_quants(dtype: DType, b: &[u8]) -> [i32; QKK] {
     q
 }
 
+/// Runs `f` in a function compiled for AVX2 and FMA where the CPU has them: ggml's products
+/// are fused multiply-adds and its roundings single instructions, which without those
+/// features are library calls (`fmaf`, `rintf`: a third of an emulated pass in `perf`).
+/// `f` is inlined into the wrapper, so its body is compiled with the features.
+#[inline(always)]
+fn with_fma<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn fast<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if crate::kernels::has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked).
+            return unsafe { fast(f) };
+        }
+    }
+    f()
+}
+
 /// ggml's `hsum_float_8`: `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+#[inline(always)]
 fn hsum8(l: [f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
 /// The sum of a 16-lane AVX-512 register (`_mm512_reduce_add_ps`: halves added lane by lane,
 /// then [`hsum8`]), the register held as two 8-lane halves (values `l` and `l + 8`).
+#[inline(always)]
 fn hsum_pair(acc: [[f32; 8]; 2]) -> f32 {
     hsum8(std::array::from_fn(|l| acc[0][l] + acc[1][l]))
 }
@@ -556,8 +477,34 @@ impl BlockMatrix {
         }
     }
 
-    /// Output `j` for input row `i`, by ggml's formula for this type (see the module doc).
+    /// Output `j` for input row `i`: the AVX2 integer products where the CPU has them
+    /// (the same integers and the same float operations as [`Self::dot_with`] on [`lanes4`]).
     fn dot(&self, j: usize, a: &Input, i: usize) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::has_avx2() {
+            // SAFETY: AVX2 and FMA are present (checked above).
+            return unsafe { self.dot_avx2(j, a, i) };
+        }
+        self.dot_with(j, a, i, lanes4)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2(&self, j: usize, a: &Input, i: usize) -> f32 {
+        // SAFETY: the caller checked AVX2.
+        self.dot_with(j, a, i, |w, x| unsafe { lanes4_avx2(w, x) })
+    }
+
+    /// Output `j` for input row `i`, by ggml's formula for this type (see the module doc);
+    /// `lanes(w, x)`: the eight sums of four consecutive products of a 32-value block.
+    #[inline(always)]
+    fn dot_with(
+        &self,
+        j: usize,
+        a: &Input,
+        i: usize,
+        lanes: impl Fn(&[i8], &[i8]) -> [i32; 8],
+    ) -> f32 {
         let k = self.cols;
         match self.dtype {
             DType::F32 | DType::F16 | DType::BF16 => {
@@ -572,20 +519,21 @@ impl BlockMatrix {
                 }
                 hsum_pair(acc)
             }
-            DType::Q4_0 => {
-                // Repacked (q4_0_8x8) on AVX2: the whole block's integer dot, one accumulator.
+            DType::Q4_0 if self.rows % 8 == 0 => {
+                // Repacked (q4_0_8x8; any matrix of whole 8-row groups): the whole block's
+                // integer dot, one accumulator.
                 let nb = k / QK8;
                 let mut acc = 0f32;
                 for b in 0..nb {
                     let w = &self.q[j * k + b * QK8..][..QK8];
                     let x = &a.q[i * k + b * QK8..][..QK8];
-                    let isum: i32 = w.iter().zip(x).map(|(&p, &q)| p as i32 * q as i32).sum();
+                    let isum: i32 = lanes(w, x).iter().sum();
                     let dd = self.d[j * nb + b] * a.d[i * nb + b];
                     acc = (isum as f32).mul_add(dd, acc);
                 }
                 acc
             }
-            DType::Q8_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1 => {
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1 => {
                 // vec_dot (and tinyBLAS, bit-identical): eight lanes of four products per
                 // block, each scaled into its lane, then the horizontal sum; Q4_1/Q5_1 add
                 // their minimums times the input's fp16 block sums after it.
@@ -596,11 +544,9 @@ impl BlockMatrix {
                     let w = &self.q[j * k + b * QK8..][..QK8];
                     let x = &a.q[i * k + b * QK8..][..QK8];
                     let dd = self.d[j * nb + b] * a.d[i * nb + b];
+                    let s = lanes(w, x);
                     for l in 0..8 {
-                        let s: i32 = (0..4)
-                            .map(|t| w[4 * l + t] as i32 * x[4 * l + t] as i32)
-                            .sum();
-                        acc[l] = dd.mul_add(s as f32, acc[l]);
+                        acc[l] = dd.mul_add(s[l] as f32, acc[l]);
                     }
                     if !self.m.is_empty() {
                         summs = self.m[j * nb + b].mul_add(a.s[i * nb + b], summs);
@@ -620,13 +566,11 @@ impl BlockMatrix {
                     if self.dtype == DType::Q6_K {
                         let sc = &self.sc[(j * nb + b) * 16..][..16];
                         let mut s1 = 0i32;
-                        for (sub, &scale) in sc.iter().enumerate() {
-                            let dot: i32 = w[sub * 16..sub * 16 + 16]
-                                .iter()
-                                .zip(&x[sub * 16..sub * 16 + 16])
-                                .map(|(&p, &q)| p as i32 * q as i32)
-                                .sum();
-                            s1 += scale as i32 * dot;
+                        for pair in 0..8 {
+                            let l =
+                                lanes(&w[pair * 32..pair * 32 + 32], &x[pair * 32..pair * 32 + 32]);
+                            let (lo, hi) = (l[..4].iter().sum::<i32>(), l[4..].iter().sum::<i32>());
+                            s1 += sc[2 * pair] as i32 * lo + sc[2 * pair + 1] as i32 * hi;
                         }
                         // Tiled kernel: res = d_w·s1, then buf = fma(res, d_a, buf).
                         acc = (dw * s1 as f32).mul_add(da, acc);
@@ -637,11 +581,10 @@ impl BlockMatrix {
                     let (mut s1, mut s2) = (0i32, 0i32);
                     let mut dots = [0i32; 8];
                     for sub in 0..8 {
-                        let dot: i32 = w[sub * 32..sub * 32 + 32]
-                            .iter()
-                            .zip(&x[sub * 32..sub * 32 + 32])
-                            .map(|(&p, &q)| p as i32 * q as i32)
-                            .sum();
+                        let dot: i32 =
+                            lanes(&w[sub * 32..sub * 32 + 32], &x[sub * 32..sub * 32 + 32])
+                                .iter()
+                                .sum();
                         dots[sub] = dot;
                         s1 += sc[sub] as i32 * dot;
                         s2 +=
@@ -680,6 +623,33 @@ impl BlockMatrix {
     }
 }
 
+/// The eight sums of four consecutive products of a 32-value block (ggml's integer lanes:
+/// `maddubs` then `madd` with ones); exact integers.
+fn lanes4(w: &[i8], x: &[i8]) -> [i32; 8] {
+    std::array::from_fn(|l| {
+        (0..4)
+            .map(|t| w[4 * l + t] as i32 * x[4 * l + t] as i32)
+            .sum()
+    })
+}
+
+/// [`lanes4`] with AVX2 (ggml's sign trick: `|w|` times `x` carrying `w`'s sign; no
+/// saturation, as `|w|, |x| <= 127`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lanes4_avx2(w: &[i8], x: &[i8]) -> [i32; 8] {
+    use std::arch::x86_64::*;
+    assert!(w.len() >= 32 && x.len() >= 32);
+    // SAFETY: both slices hold at least 32 bytes (asserted); unaligned loads.
+    unsafe {
+        let w = _mm256_loadu_si256(w.as_ptr() as *const __m256i);
+        let x = _mm256_loadu_si256(x.as_ptr() as *const __m256i);
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+        let sums = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+        std::mem::transmute::<__m256i, [i32; 8]>(sums)
+    }
+}
+
 /// A batch's inputs converted to a weight type's partner (`vec_dot_type`).
 struct Input {
     rows: usize,
@@ -703,28 +673,31 @@ impl Input {
             s: Vec::new(),
             bsums: Vec::new(),
         };
-        match Rounding::partner_of(dtype) {
-            r @ (Rounding::None | Rounding::F16 | Rounding::Bf16) => {
-                input.f = x.to_vec();
-                r.apply(&mut input.f, cols);
-            }
-            Rounding::Q8_0 | Rounding::Q8_1 => {
-                for b in x.chunks_exact(QK8) {
-                    let q = quantize_q8_0(b);
-                    input.q.extend_from_slice(&q.qs);
-                    input.d.push(q.d.to_f32());
-                    input.s.push(q.s.to_f32());
+        with_fma(
+            #[inline(always)]
+            || match Rounding::partner_of(dtype) {
+                r @ (Rounding::None | Rounding::F16 | Rounding::Bf16) => {
+                    input.f = x.to_vec();
+                    r.apply(&mut input.f, cols);
                 }
-            }
-            Rounding::Q8K => {
-                for b in x.chunks_exact(QKK) {
-                    let q = quantize_q8_k(b);
-                    input.q.extend_from_slice(&q.qs);
-                    input.d.push(q.d);
-                    input.bsums.extend_from_slice(&q.bsums);
+                Rounding::Q8_0 | Rounding::Q8_1 => {
+                    for b in x.chunks_exact(QK8) {
+                        let q = quantize_q8_0(b);
+                        input.q.extend_from_slice(&q.qs);
+                        input.d.push(q.d.to_f32());
+                        input.s.push(q.s.to_f32());
+                    }
                 }
-            }
-        }
+                Rounding::Q8K => {
+                    for b in x.chunks_exact(QKK) {
+                        let q = quantize_q8_k(b);
+                        input.q.extend_from_slice(&q.qs);
+                        input.d.push(q.d);
+                        input.bsums.extend_from_slice(&q.bsums);
+                    }
+                }
+            },
+        );
         debug_assert_eq!(x.len(), n * cols);
         input
     }
@@ -767,6 +740,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// ggml's `ggml_v_expf` for one value as its AVX-512 build computes it (a polynomial with
 /// ~1.5 ulp error, not libm's; the AVX2 build's variant differs in its last step).
+#[inline(always)]
 pub fn v_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
@@ -791,6 +765,7 @@ pub fn v_expf(x: f32) -> f32 {
 
 /// `_mm512_scalef_ps(j, n)`: `j · 2^n` rounded once (two exact steps where `2^n` is below
 /// f32's normal range).
+#[inline(always)]
 fn scalef(j: f32, n: i32) -> f32 {
     let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
     match n {
@@ -806,10 +781,15 @@ pub fn swiglu(gate_up: &[f32], ffn: usize) -> Vec<f32> {
     out.par_chunks_mut(ffn)
         .zip(gate_up.par_chunks(2 * ffn))
         .for_each(|(y, gu)| {
-            let (g, u) = gu.split_at(ffn);
-            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                *y = (g / (1.0 + v_expf(-g))) * u;
-            }
+            with_fma(
+                #[inline(always)]
+                || {
+                    let (g, u) = gu.split_at(ffn);
+                    for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                        *y = (g / (1.0 + v_expf(-g))) * u;
+                    }
+                },
+            )
         });
     out
 }
@@ -831,6 +811,7 @@ pub fn rope_tables(pos: usize, dims: usize, base: f32) -> (Vec<f32>, Vec<f32>) {
 
 /// ggml's rotation of one head (`rotate_pairs`, as compiled: the first product fused), in the
 /// rotate-half layout pot keeps (pair `i` is `x[i]`, `x[i + dims/2]`).
+#[inline(always)]
 pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = x.len() / 2;
     for i in 0..half {
@@ -880,18 +861,23 @@ pub fn attention(
         }
     };
     // Rotate queries and keys per row, then round everything the cache holds.
-    for &(start, t) in spans {
-        for pos in 0..t {
-            let row = &mut qkv[(start + pos) * width..(start + pos + 1) * width];
-            if let Some(tables) = rope {
-                let (cos, sin) = tables(pos);
-                for head in row[..(heads + kv_heads) * hd].chunks_exact_mut(hd) {
-                    rotate(head, &cos, &sin);
+    with_fma(
+        #[inline(always)]
+        || {
+            for &(start, t) in spans {
+                for pos in 0..t {
+                    let row = &mut qkv[(start + pos) * width..(start + pos + 1) * width];
+                    if let Some(tables) = rope {
+                        let (cos, sin) = tables(pos);
+                        for head in row[..(heads + kv_heads) * hd].chunks_exact_mut(hd) {
+                            rotate(head, &cos, &sin);
+                        }
+                    }
+                    row.iter_mut().for_each(|v| *v = round(*v));
                 }
             }
-            row.iter_mut().for_each(|v| *v = round(*v));
-        }
-    }
+        },
+    );
     let mut out = vec![0f32; n * heads * hd];
     let qkv = &*qkv;
     let group = heads / kv_heads;
@@ -902,51 +888,57 @@ pub fn attention(
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
         .map(|&(start, t, h)| {
-            let g = h / group;
-            let q = |i: usize| &qkv[(start + i) * width + h * hd..][..hd];
-            let k = |j: usize| &qkv[(start + j) * width + (heads + g) * hd..][..hd];
-            let v = |j: usize| &qkv[(start + j) * width + (heads + kv_heads + g) * hd..][..hd];
-            let mut result = vec![0f32; t * hd];
-            let mut p = vec![0f32; t];
-            for i in 0..t {
-                let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
-                // Scores (masked ones are -inf, which the exponential takes to exactly 0).
-                for (j, pj) in p.iter_mut().enumerate() {
-                    *pj = if j < first || j > i {
-                        f32::NEG_INFINITY
-                    } else {
-                        let (q, k) = (q(i), k(j));
-                        let mut acc = [[0f32; 8]; 2];
-                        for (e, &at) in order.iter().enumerate() {
-                            let lane = &mut acc[(e / 8) % 2][e % 8];
-                            *lane = k[at].mul_add(q[at], *lane);
+            with_fma(
+                #[inline(always)]
+                || {
+                    let g = h / group;
+                    let q = |i: usize| &qkv[(start + i) * width + h * hd..][..hd];
+                    let k = |j: usize| &qkv[(start + j) * width + (heads + g) * hd..][..hd];
+                    let v =
+                        |j: usize| &qkv[(start + j) * width + (heads + kv_heads + g) * hd..][..hd];
+                    let mut result = vec![0f32; t * hd];
+                    let mut p = vec![0f32; t];
+                    for i in 0..t {
+                        let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                        // Scores (masked ones are -inf, which the exponential takes to exactly 0).
+                        for (j, pj) in p.iter_mut().enumerate() {
+                            *pj = if j < first || j > i {
+                                f32::NEG_INFINITY
+                            } else {
+                                let (q, k) = (q(i), k(j));
+                                let mut acc = [[0f32; 8]; 2];
+                                for (e, &at) in order.iter().enumerate() {
+                                    let lane = &mut acc[(e / 8) % 2][e % 8];
+                                    *lane = k[at].mul_add(q[at], *lane);
+                                }
+                                hsum_pair(acc) * scale
+                            };
                         }
-                        hsum_pair(acc) * scale
-                    };
-                }
-                let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f64;
-                for chunk in p.chunks_mut(16) {
-                    let mut lanes = [[0f32; 8]; 2];
-                    for (l, v) in chunk.iter_mut().enumerate() {
-                        *v = v_expf(*v - max);
-                        lanes[l / 8][l % 8] = *v;
+                        let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let mut sum = 0f64;
+                        for chunk in p.chunks_mut(16) {
+                            let mut lanes = [[0f32; 8]; 2];
+                            for (l, v) in chunk.iter_mut().enumerate() {
+                                *v = v_expf(*v - max);
+                                lanes[l / 8][l % 8] = *v;
+                            }
+                            sum += f64::from(hsum_pair(lanes));
+                        }
+                        let inv = (1.0 / sum) as f32;
+                        p.iter_mut().for_each(|v| *v = round(*v * inv));
+                        let out = &mut result[i * hd..(i + 1) * hd];
+                        for (d, o) in out.iter_mut().enumerate() {
+                            let mut acc = [[0f32; 8]; 2];
+                            for (j, &pj) in p.iter().enumerate() {
+                                let lane = &mut acc[(j / 8) % 2][j % 8];
+                                *lane = v(j)[d].mul_add(pj, *lane);
+                            }
+                            *o = hsum_pair(acc);
+                        }
                     }
-                    sum += f64::from(hsum_pair(lanes));
-                }
-                let inv = (1.0 / sum) as f32;
-                p.iter_mut().for_each(|v| *v = round(*v * inv));
-                let out = &mut result[i * hd..(i + 1) * hd];
-                for (d, o) in out.iter_mut().enumerate() {
-                    let mut acc = [[0f32; 8]; 2];
-                    for (j, &pj) in p.iter().enumerate() {
-                        let lane = &mut acc[(j / 8) % 2][j % 8];
-                        *lane = v(j)[d].mul_add(pj, *lane);
-                    }
-                    *o = hsum_pair(acc);
-                }
-            }
-            result
+                    result
+                },
+            )
         })
         .collect();
     for (&(start, t, h), r) in tasks.iter().zip(results) {
@@ -956,4 +948,118 @@ pub fn attention(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// `values(seed)` of fixtures/emulation/record_kernels.py.
+    fn values(seed: u32) -> Vec<f32> {
+        (0..512usize)
+            .map(|i| {
+                let scale = if (i / 32) % 3 == 0 { 0.05 } else { 1.0 };
+                let mut v = (0.37 * i as f64 + seed as f64).sin() * (1 + i % 7) as f64 * scale;
+                if i % 61 == 0 {
+                    v *= 9.0;
+                }
+                if i % 97 == 5 {
+                    v = (v * 2.0).round_ties_even() / 2.0;
+                }
+                v as f32
+            })
+            .collect()
+    }
+
+    fn vectors() -> Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/emulation/kernel_vectors.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn activation_quantisers_write_ggml_cpu_bytes() {
+        let v = vectors();
+        for seed in 0..4 {
+            let x = values(seed);
+            let (mut q8_0, mut q8_1, mut q8_k) = (Vec::new(), Vec::new(), Vec::new());
+            for b in x.chunks_exact(QK8) {
+                let q = quantize_q8_0(b);
+                q8_0.extend(q.d.to_le_bytes());
+                q8_0.extend(q.qs.iter().map(|&v| v as u8));
+                q8_1.extend(q.d.to_le_bytes());
+                q8_1.extend(q.s.to_le_bytes());
+                q8_1.extend(q.qs.iter().map(|&v| v as u8));
+            }
+            for b in x.chunks_exact(QKK) {
+                let q = quantize_q8_k(b);
+                q8_k.extend(q.d.to_le_bytes());
+                q8_k.extend(q.qs.iter().map(|&v| v as u8));
+                q8_k.extend(q.bsums.iter().flat_map(|s| s.to_le_bytes()));
+            }
+            for (name, ours) in [("Q8_0", q8_0), ("Q8_1", q8_1), ("Q8_K", q8_k)] {
+                let theirs = unhex(v["activations"][format!("{name}/{seed}")].as_str().unwrap());
+                assert_eq!(ours, theirs, "{name} of inputs {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_dot_products_are_ggml_cpu_vec_dot_to_the_bit() {
+        let v = vectors();
+        for (name, dtype) in [
+            ("Q8_0", DType::Q8_0),
+            ("Q4_0", DType::Q4_0),
+            ("Q4_1", DType::Q4_1),
+            ("Q5_0", DType::Q5_0),
+            ("Q5_1", DType::Q5_1),
+        ] {
+            for seed in 0..4 {
+                let case = &v["dots"][format!("{name}/{seed}")];
+                let bytes = unhex(case["weights"].as_str().unwrap());
+                let stored = pot_formats::StoredRows {
+                    dtype,
+                    rows: 1,
+                    cols: 512,
+                    bytes: &bytes,
+                    order: None,
+                };
+                let w = BlockMatrix::new(&stored);
+                let mut y = [0f32];
+                w.matmul(&values(seed), 1, None, &mut y, 1);
+                let theirs = f32::from_bits(case["result_bits"].as_u64().unwrap() as u32);
+                assert_eq!(
+                    y[0].to_bits(),
+                    theirs.to_bits(),
+                    "{name} . inputs {seed}: {} vs {theirs}",
+                    y[0]
+                );
+                // The portable integer lanes give the same bits as the AVX2 ones.
+                let input = Input::quantize(dtype, &values(seed), 1, 512);
+                assert_eq!(w.dot_with(0, &input, 0, lanes4).to_bits(), theirs.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn v_expf_is_within_ulps_of_exp_over_the_normal_range() {
+        // Its polynomial's error, not a bug: below -87.3 the result is subnormal and coarser.
+        for i in 0..20000 {
+            let x = -87.0 + i as f32 * 0.0047;
+            let (ours, libm) = (f64::from(v_expf(x)), f64::from(x).exp());
+            assert!(((ours - libm) / libm).abs() < 3e-7, "{x}: {ours} vs {libm}");
+        }
+        assert_eq!(v_expf(f32::NEG_INFINITY), 0.0);
+        assert_eq!(v_expf(-1000.0), 0.0);
+    }
 }

@@ -461,19 +461,6 @@ fn load_block(
     })
 }
 
-/// TEMPORARY (emulation debugging): writes `values` to $POT_TRACE/{name}-{layer}.bin.
-pub(crate) fn trace(name: &str, layer: usize, values: &[f32]) {
-    if let Ok(dir) = std::env::var("POT_TRACE") {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(format!("{dir}/{name}-{layer}.bin"), bytes).ok();
-    }
-}
-fn trace_t(name: &str, layer: usize, t: &Tensor<2>) {
-    if std::env::var("POT_TRACE").is_ok() {
-        trace(name, layer, &to_host(t.clone()).unwrap());
-    }
-}
-
 /// The families and settings whose llama.cpp arithmetic pot reproduces: the LLaMA block
 /// (llama, mistral, qwen2: RMSNorm, RoPE without scaling, SwiGLU) with a rotation over the
 /// whole head; anything else is refused by name rather than approximated.
@@ -914,7 +901,6 @@ impl<'m> Engine<'m> {
             }
         }
         let x = self.norm(x, &self.final_norm);
-        trace_t("result_norm", 0, &x);
 
         // Logits chunk by chunk into the packed rows, then log-softmax per row on the host.
         // Every value is written below before it is read: the last pass's values may remain.
@@ -1027,11 +1013,8 @@ impl<'m> Engine<'m> {
         let local = c.is_local_layer(layer);
         let windowed = c.layer_window(layer).is_some();
 
-        trace_t("l_in", layer, &x);
         let h = self.norm(x.clone(), &w.attn_norm);
-        trace_t("attn_norm", layer, &h);
         let qkv = w.qkv.apply(h)?;
-        trace_t("qkv", layer, &qkv);
         let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(hd as f64).sqrt();
         let rotary = packing.rotary(local);
         let rope = !c.architecture.gpt2_family(); // GPT-2 added learned positions instead
@@ -1112,19 +1095,14 @@ impl<'m> Engine<'m> {
                 .collect();
             Tensor::cat(per_sequence, 0)
         };
-        trace_t("kqv_out", layer, &attn);
         let attn = w.o.apply(attn)?;
-        trace_t("attn_out", layer, &attn);
         let x = x + post_norm(attn, &w.post_attn_norm, eps);
-        trace_t("ffn_inp", layer, &x);
 
         let h = self.norm(x.clone(), &w.ffn_norm);
-        trace_t("ffn_norm", layer, &h);
         let mlp = match &w.mlp {
             Mlp::Dense(ffn) => self.ffn(ffn, h)?,
             Mlp::Experts { router, experts } => self.experts(h, router, experts, layer, source)?,
         };
-        trace_t("ffn_out", layer, &mlp);
         Ok(x + post_norm(mlp, &w.post_ffn_norm, eps))
     }
 
