@@ -57,9 +57,11 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((what, rest)) if what == "scoring" => scoring(&parse(rest)?),
         Some((what, rest)) if what == "streaming" => streaming(rest),
+        Some((what, rest)) if what == "emulation" => emulation(&parse(rest)?),
         _ => bail!(
             "usage: cargo xtask bench scoring [--runs N] [--threads N] [--no-write]\n       \
-             cargo xtask bench streaming [--runs N] [--model NAME]"
+             cargo xtask bench streaming [--runs N] [--model NAME]\n       \
+             cargo xtask bench emulation [--runs N] [--threads N] [--no-write]"
         ),
     }
 }
@@ -459,12 +461,95 @@ fn scoring(o: &Options) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench emulation`: on the Qwen 0.5B fixture as stored (Q4_K_M), pot's f32 pass
+/// (weights dequantised), pot computing as llama.cpp does (`--emulate llama.cpp`) and llama.cpp
+/// itself (f16 KV cache, as its server), the three alternating run by run.
+fn emulation(o: &Options) -> Result<()> {
+    let name = "qwen2.5-coder-0.5b";
+    let file = crate::fixtures::ensure_named(name)?;
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let model = Model::open(&file)?;
+    let tokens_file = dir.join(format!("{name}-tokens.json"));
+    write_tokens(&model, &tokens_file)?;
+    let script_dir = crate::fixtures::workspace_root().join("fixtures/llamacpp-reference");
+    let (mut exact, mut emulated, mut llama, mut tokens) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for run in 1..=o.runs {
+        eprintln!(
+            "{name} Q4_K_M: run {run} of {}: pot f32, pot emulated, llama.cpp",
+            o.runs
+        );
+        for (mode, out) in [("resident", &mut exact), ("emulated", &mut emulated)] {
+            let pot = json_of(
+                example("bench_tokens")
+                    .arg(&file)
+                    .arg(&tokens_file)
+                    .arg("1")
+                    .arg(mode)
+                    .env("RAYON_NUM_THREADS", o.threads.to_string()),
+                "the bench_tokens example",
+            )?;
+            out.extend(seconds(&pot));
+            tokens = pot["tokens"].as_u64().unwrap_or(0);
+        }
+        let reference = json_of(
+            Command::new("python3")
+                .arg(script_dir.join("bench_llamacpp.py"))
+                .arg(&file)
+                .arg(&tokens_file)
+                .arg(o.threads.to_string())
+                .arg("1")
+                .arg("f16kv"),
+            "bench_llamacpp.py (pip install llama-cpp-python==0.3.36)",
+        )?;
+        llama.extend(seconds(&reference));
+    }
+    let tps = |v: &Vec<f64>| tokens as f64 / median(v.clone());
+    let table = format!(
+        "Command: `cargo xtask bench emulation --runs {} --threads {}`; machine: {}; \
+         Qwen2.5-Coder 0.5B as stored (Q4_K_M: Q4_K, Q5_0, Q6_K, Q8_0 and F32 tensors), {} \
+         challenges in batches of {BATCH}, logits for every position, median of {} runs, \
+         alternating.\n\n\
+         | computed by | tokens | tok/s | vs pot's f32 pass |\n|---|---|---|---|\n\
+         | pot, f32 (weights dequantised) | {tokens} | {:.0} | 1.00x |\n\
+         | pot, `--emulate llama.cpp` | {tokens} | {:.0} | {:.2}x |\n\
+         | llama.cpp (llama-cpp-python 0.3.36, f16 KV) | {tokens} | {:.0} | {:.2}x |\n",
+        o.runs,
+        o.threads,
+        machine(),
+        BATCH * BATCHES,
+        o.runs,
+        tps(&exact),
+        tps(&emulated),
+        tps(&emulated) / tps(&exact),
+        tps(&llama),
+        tps(&llama) / tps(&exact),
+    );
+    print!("{table}");
+    if o.write {
+        write_between(
+            &crate::fixtures::workspace_root().join("docs/BENCHMARKS.md"),
+            &table,
+            (
+                "<!-- bench-emulation:begin -->",
+                "<!-- bench-emulation:end -->",
+            ),
+        )?;
+        eprintln!("wrote the table into docs/BENCHMARKS.md");
+    }
+    Ok(())
+}
+
 fn write_between_markers(path: &Path, table: &str) -> Result<()> {
+    write_between(path, table, (BEGIN, END))
+}
+
+fn write_between(path: &Path, table: &str, (begin, end): (&str, &str)) -> Result<()> {
     let doc = std::fs::read_to_string(path)?;
-    let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
-        bail!("{} lacks the {BEGIN} / {END} markers", path.display());
+    let (Some(a), Some(b)) = (doc.find(begin), doc.find(end)) else {
+        bail!("{} lacks the {begin} / {end} markers", path.display());
     };
-    let new = format!("{}{BEGIN}\n{table}{}", &doc[..a], &doc[b..]);
+    let new = format!("{}{begin}\n{table}{}", &doc[..a], &doc[b..]);
     let tmp = path.with_extension("md.tmp");
     std::fs::write(&tmp, new)?;
     std::fs::rename(&tmp, path)?;

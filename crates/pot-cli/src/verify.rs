@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use pot_challenge_kdf::MasterKey;
 use pot_orchestrator::{
-    Progress, Report, VerifyError, VerifyOptions, fingerprint_model, score_stream, verify,
+    Compute, Progress, Report, VerifyError, VerifyOptions, fingerprint_model, score_stream, verify,
 };
 use pot_scoring::Backend;
 use pot_stats::{Method, Mode, Tolerance};
@@ -423,8 +423,10 @@ pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
         &key,
         &args.run_id,
         &args.mode,
-        args.backend,
-        args.emulate.arithmetic(),
+        Compute {
+            backend: args.backend,
+            arithmetic: args.emulate.arithmetic(),
+        },
         &resources,
         |done, total| printer.show(Progress::Fingerprinted { done, total }),
     )

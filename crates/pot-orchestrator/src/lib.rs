@@ -693,6 +693,14 @@ fn header_for(
     }
 }
 
+/// Where and how a model pot runs is computed.
+#[derive(Clone, Copy, Debug)]
+pub struct Compute {
+    pub backend: Backend,
+    /// pot's f32 arithmetic, or an engine's (`--emulate`).
+    pub arithmetic: Arithmetic,
+}
+
 /// Fingerprints one model on the challenges a verify run with the same key, run id and mode
 /// would use, so it can serve later as `--reference`. Planned and monitored like `verify`.
 pub fn fingerprint_model(
@@ -700,11 +708,14 @@ pub fn fingerprint_model(
     key: &MasterKey,
     run_id: &str,
     mode: &Mode,
-    backend: Backend,
-    arithmetic: Arithmetic,
+    compute: Compute,
     resources: &ResourceOptions,
     progress: impl FnMut(usize, usize),
 ) -> Result<(Fingerprint, Plan), VerifyError> {
+    let Compute {
+        backend,
+        arithmetic,
+    } = compute;
     let side = open(model)?;
     let stage = KdfChallenges {
         key,

@@ -4,17 +4,18 @@
 //! sum of the log-probs of the text's next tokens: compares residencies). Threads:
 //! `RAYON_NUM_THREADS`.
 //!
-//! `cargo run -p pot-scoring --example bench_tokens -- MODEL TOKENS.json RUNS [resident|streamed|int8]`
+//! `cargo run -p pot-scoring --example bench_tokens -- MODEL TOKENS.json RUNS [resident|streamed|int8|emulated]`
+//! (`emulated`: resident, computing as llama.cpp does, `--emulate llama.cpp`).
 
 use std::time::Instant;
 
 use pot_formats::Model;
-use pot_scoring::{Backend, Engine, Residency};
+use pot_scoring::{Arithmetic, Backend, Engine, KvCache, Residency};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, tokens, runs, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: bench_tokens MODEL TOKENS.json RUNS [resident|streamed|int8]");
+        eprintln!("usage: bench_tokens MODEL TOKENS.json RUNS [resident|streamed|int8|emulated]");
         std::process::exit(2);
     };
     let residency = match rest.first().map_or("resident", String::as_str) {
@@ -28,8 +29,17 @@ fn main() {
     let batches: Vec<Vec<Vec<u32>>> =
         serde_json::from_value(json["batches"].clone()).expect("batches of token ids");
     let runs: usize = runs.parse().expect("runs");
-    let engine = Engine::with_residency(&model, Backend::Flex.device().expect("device"), residency)
-        .expect("load");
+    let arithmetic = match rest.first().map(String::as_str) {
+        Some("emulated") => Arithmetic::LlamaCpp { kv: KvCache::F16 },
+        _ => Arithmetic::Exact,
+    };
+    let engine = Engine::with_arithmetic(
+        &model,
+        Backend::Flex.device().expect("device"),
+        residency,
+        arithmetic,
+    )
+    .expect("load");
     engine.forward(&batches[0][..1]).expect("warm-up");
     let tokens: usize = batches.iter().flatten().map(Vec::len).sum();
     let padded: usize = batches

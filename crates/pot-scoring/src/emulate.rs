@@ -138,7 +138,7 @@ impl Rounding {
     /// value of ggml's conversion of each input.
     pub fn apply(self, x: &mut [f32], cols: usize) {
         assert!(
-            cols % self.block() == 0 && x.len() % cols.max(1) == 0,
+            cols.is_multiple_of(self.block()) && x.len().is_multiple_of(cols.max(1)),
             "rows of {cols} in blocks of {}",
             self.block()
         );
@@ -519,7 +519,7 @@ impl BlockMatrix {
                 }
                 hsum_pair(acc)
             }
-            DType::Q4_0 if self.rows % 8 == 0 => {
+            DType::Q4_0 if self.rows.is_multiple_of(8) => {
                 // Repacked (q4_0_8x8; any matrix of whole 8-row groups): the whole block's
                 // integer dot, one accumulator.
                 let nb = k / QK8;
@@ -591,7 +591,7 @@ impl BlockMatrix {
                             mins[sub] as i32 * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
                     }
                     let dmin = self.m[j * nb + b];
-                    if self.dtype == DType::Q4_K && self.rows % 8 == 0 {
+                    if self.dtype == DType::Q4_K && self.rows.is_multiple_of(8) {
                         // Repacked (q4_K_8x8): the scale and minimum terms in two
                         // accumulators, subtracted at the end; the AVX-512 gemm (inputs in
                         // groups of four rows) adds every 64 values, the gemv (the rest) every
@@ -821,25 +821,33 @@ pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// One layer's attention settings for [`attention`].
+pub struct Attention {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q · k` (`1 / sqrt(head_dim)`).
+    pub scale: f32,
+    /// A query attends to the keys fewer than `window` positions back (sliding-window layers).
+    pub window: Option<usize>,
+    /// RoPE's base (`rope_theta`), or `None` for no rotation.
+    pub rope_base: Option<f32>,
+    /// Keys and values in an f16 cache (llama.cpp's default), else f32.
+    pub f16_cache: bool,
+    /// The engine's layout pairs RoPE's halves (2i, 2i + 1) where pot's keeps them apart
+    /// (i, i + head_dim/2): llama GGUFs, whose Q/K rows pot un-permutes.
+    pub interleaved: bool,
+}
+
 /// One layer's attention as llama.cpp computes it without flash attention, per sequence and
 /// head: queries and keys rotated ([`rotate`]), queries, keys and values rounded to f16 (the
-/// cache, and the query converted to its type), `q · k` in eight lanes, ggml's softmax
-/// (scaled, masked, [`v_expf`], the sum in f64 per eight values), probabilities rounded to f16,
-/// `p · v` in eight lanes. `qkv`: `[N, (heads + 2 kv) · head_dim]`; `spans`: (first row,
-/// length) per sequence; `rope`: the angles per position. Returns `[N, heads · head_dim]`.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    qkv: &mut [f32],
-    spans: &[(usize, usize)],
-    heads: usize,
-    kv_heads: usize,
-    hd: usize,
-    scale: f32,
-    window: Option<usize>,
-    rope: Option<&dyn Fn(usize) -> (Vec<f32>, Vec<f32>)>,
-    f16_cache: bool,
-    interleaved: bool,
-) -> Vec<f32> {
+/// cache, and the query converted to its type), `q · k` in sixteen lanes in the engine's head
+/// order, ggml's softmax (scaled, masked, [`v_expf`], the sum in f64 per sixteen values),
+/// probabilities rounded to f16, `p · v` in sixteen lanes. `qkv`: `[N, (heads + 2 kv) ·
+/// head_dim]`; `spans`: (first row, length) per sequence. Returns `[N, heads · head_dim]`.
+pub fn attention(qkv: &mut [f32], spans: &[(usize, usize)], a: &Attention) -> Vec<f32> {
+    let (heads, kv_heads, hd) = (a.heads, a.kv_heads, a.head_dim);
+    let (scale, window, f16_cache, interleaved) = (a.scale, a.window, a.f16_cache, a.interleaved);
     // The engine's order of a head's values: its layout pairs RoPE's halves (2i, 2i + 1) where
     // pot's keeps them apart (i, i + hd/2), and `q · k` sums in the engine's order.
     let order: Vec<usize> = (0..hd)
@@ -867,8 +875,8 @@ pub fn attention(
             for &(start, t) in spans {
                 for pos in 0..t {
                     let row = &mut qkv[(start + pos) * width..(start + pos + 1) * width];
-                    if let Some(tables) = rope {
-                        let (cos, sin) = tables(pos);
+                    if let Some(base) = a.rope_base {
+                        let (cos, sin) = rope_tables(pos, hd, base);
                         for head in row[..(heads + kv_heads) * hd].chunks_exact_mut(hd) {
                             rotate(head, &cos, &sin);
                         }

@@ -1020,19 +1020,19 @@ impl<'m> Engine<'m> {
         let rope = !c.architecture.gpt2_family(); // GPT-2 added learned positions instead
         let attn = if let Arithmetic::LlamaCpp { .. } = self.arithmetic {
             let mut qkv = to_host(qkv)?;
-            let base = c.rope_theta as f32;
-            let tables = move |pos: usize| emulate::rope_tables(pos, hd, base);
             let out = emulate::attention(
                 &mut qkv,
                 &packing.spans,
-                heads,
-                kv_heads,
-                hd,
-                scale as f32,
-                c.layer_window(layer),
-                Some(&tables),
-                self.arithmetic.kv_f16(),
-                matches!(&w.qkv, Linear::Blocks { parts, .. } if parts[0].permuted()),
+                &emulate::Attention {
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    scale: scale as f32,
+                    window: c.layer_window(layer),
+                    rope_base: Some(c.rope_theta as f32),
+                    f16_cache: self.arithmetic.kv_f16(),
+                    interleaved: matches!(&w.qkv, Linear::Blocks { parts, .. } if parts[0].permuted()),
+                },
             );
             Tensor::from_data(TensorData::new(out, [n, heads * hd]), &self.device)
         } else if self.host_kernels {
