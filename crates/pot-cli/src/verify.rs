@@ -9,7 +9,7 @@ use pot_challenge_kdf::MasterKey;
 use pot_orchestrator::{
     Compute, Progress, Report, VerifyError, VerifyOptions, fingerprint_model, score_stream, verify,
 };
-use pot_scoring::Backend;
+use pot_scoring::{Arithmetic, Backend};
 use pot_stats::{Method, Mode, Tolerance};
 
 use crate::challenges::KeyArgs;
@@ -44,7 +44,9 @@ pub struct VerifyArgs {
     /// The measured table behind both: docs/STATISTICS.md.
     /// Against a served --model2 the default is `quantized`: serving engines compute in reduced
     /// precision (llama.cpp's quantised matmuls score 0.026 on the same weights; measured in
-    /// docs/STATISTICS.md); `pot calibrate` measures a given server.
+    /// docs/STATISTICS.md); `pot calibrate` measures a given server. With `--emulate llama.cpp`
+    /// against a llama-cpp-python server it is `default`: model 1 then computes what the engine
+    /// computes (docs/SERVED.md).
     #[arg(long, value_parser = Tolerance::parse)]
     tolerance: Option<Tolerance>,
     #[command(flatten)]
@@ -275,14 +277,28 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     };
     let key = run_key(&args.key, args.output.as_deref())?;
 
-    let tolerance = args.tolerance.unwrap_or(if served.is_some() {
-        Tolerance::Quantized
-    } else {
-        Tolerance::Default
+    // A llama.cpp server against model 1 computed as llama.cpp computes it: the engine's own
+    // arithmetic is reproduced, so the noise a served default must swallow is gone.
+    let emulated_engine = served.as_ref().is_some_and(|s| {
+        s.model.api == pot_served::Api::LlamaCppPython
+            && matches!(args.emulate.arithmetic()[0], Arithmetic::LlamaCpp { .. })
     });
+    let tolerance = args
+        .tolerance
+        .unwrap_or(if served.is_some() && !emulated_engine {
+            Tolerance::Quantized
+        } else {
+            Tolerance::Default
+        });
     if let Some(s) = served.as_mut() {
         s.tolerance_reason = if args.tolerance.is_some() {
             "given with --tolerance".into()
+        } else if emulated_engine {
+            "default: model 1 is computed as llama.cpp computes it (--emulate llama.cpp), so \
+             the same file served by llama-cpp-python scores 0 on a CPU of the same family \
+             (x86-64 with AVX-512; docs/SERVED.md, \"Engine-faithful arithmetic\"); on other \
+             CPUs the engine sums differently and `pot calibrate` measures the residual"
+                .into()
         } else {
             "quantized, the default against a served model: engines compute in reduced \
              precision (llama.cpp serving a Q4_1 GGUF scores 0.026 on average against pot's f32 \

@@ -149,6 +149,41 @@ fn a_served_model_is_verified_through_its_server() {
         report["enhanced_diff"]["effect_size"]
     );
 
+    // Model 1 computed as llama.cpp computes it: the same file scores exactly 0 (the server
+    // runs on this machine's CPU), so the served default tolerance is the strict one.
+    let out = verify_served(
+        &server,
+        &key,
+        "llama-cpp-python",
+        &[
+            "--model1",
+            &smol.display().to_string(),
+            "--emulate",
+            "llama.cpp",
+            "-o",
+            &out_path.display().to_string(),
+        ],
+        &[],
+    );
+    let report_text = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report_text}");
+    let report: Value = serde_json::from_str(&report_text).unwrap();
+    assert_eq!(report["final_decision"], "SAME");
+    assert_eq!(report["mode"]["tolerance"], "default", "{}", report["mode"]);
+    assert_eq!(report["arithmetic"]["model1"], "llama.cpp (kv f16)");
+    assert!(
+        report["served"]["tolerance_reason"]
+            .as_str()
+            .unwrap()
+            .contains("--emulate llama.cpp")
+    );
+    let mean = report["enhanced_diff"]["effect_size"].as_f64().unwrap();
+    assert!(mean < 0.003, "emulated vs served mean score {mean}");
+    println!(
+        "served SmolLM2 vs local computed as llama.cpp: {} after {} queries, mean {mean:.5}",
+        report["final_decision"], report["enhanced_diff"]["n_effective"]
+    );
+
     // A modified SmolLM2 (rank-4 update of every attention projection, 10 % of each weight's
     // norm; scores ~0.2 locally) as the reference: DIFFERENT through the server too.
     let smol_s = smol.display().to_string();

@@ -459,14 +459,19 @@ impl BlockMatrix {
         // Outputs in column blocks (the block's weight rows stay in cache across the inputs),
         // written transposed then scattered.
         const COLS: usize = 16;
+        const ROWS: usize = 32;
         let mut yt = vec![0f32; self.rows * n];
         yt.par_chunks_mut(COLS * n)
             .enumerate()
             .for_each(|(block, out)| {
                 let j0 = block * COLS;
-                for (dj, col) in out.chunks_exact_mut(n).enumerate() {
-                    for (i, v) in col.iter_mut().enumerate() {
-                        *v = self.dot(j0 + dj, &input, i);
+                let width = out.len() / n;
+                // Inputs in chunks that stay in L1 while the block's weight rows pass over them.
+                for i0 in (0..n).step_by(ROWS) {
+                    for dj in 0..width {
+                        for i in i0..(i0 + ROWS).min(n) {
+                            out[dj * n + i] = self.dot(j0 + dj, &input, i);
+                        }
                     }
                 }
             });
@@ -482,6 +487,22 @@ impl BlockMatrix {
     fn dot(&self, j: usize, a: &Input, i: usize) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::has_avx2() {
+            let k = self.cols;
+            if let DType::Q8_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1 = self.dtype {
+                let nb = k / QK8;
+                let mins = (!self.m.is_empty())
+                    .then(|| (&self.m[j * nb..(j + 1) * nb], &a.s[i * nb..(i + 1) * nb]));
+                // SAFETY: AVX2 and FMA are present (checked above); the rows hold `nb` blocks.
+                return unsafe {
+                    small_dot_avx2(
+                        &self.q[j * k..(j + 1) * k],
+                        &a.q[i * k..(i + 1) * k],
+                        &self.d[j * nb..(j + 1) * nb],
+                        &a.d[i * nb..(i + 1) * nb],
+                        mins,
+                    )
+                };
+            }
             // SAFETY: AVX2 and FMA are present (checked above).
             return unsafe { self.dot_avx2(j, a, i) };
         }
@@ -648,6 +669,50 @@ unsafe fn lanes4_avx2(w: &[i8], x: &[i8]) -> [i32; 8] {
         let sums = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
         std::mem::transmute::<__m256i, [i32; 8]>(sums)
     }
+}
+
+/// [`BlockMatrix::dot_with`] for the 32-value block types (Q8_0, Q5_0, Q4_1, Q5_1) in AVX2
+/// registers, as ggml's `vec_dot` holds them: the same integer lanes, the same `fma` per block
+/// and lane, then [`hsum8`] and the minimums' sum (their tests compare the two to the bit).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_dot_avx2(
+    w: &[i8],
+    x: &[i8],
+    wd: &[f32],
+    xd: &[f32],
+    mins: Option<(&[f32], &[f32])>,
+) -> f32 {
+    use std::arch::x86_64::*;
+    let nb = wd.len();
+    assert!(w.len() >= nb * QK8 && x.len() >= nb * QK8 && xd.len() >= nb);
+    let mut acc = _mm256_setzero_ps();
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        // SAFETY: block b's 32 bytes lie inside both rows (asserted above); unaligned loads.
+        let (wv, xv) = unsafe {
+            (
+                _mm256_loadu_si256(w.as_ptr().add(b * QK8) as *const __m256i),
+                _mm256_loadu_si256(x.as_ptr().add(b * QK8) as *const __m256i),
+            )
+        };
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        let lanes = _mm256_madd_epi16(pairs, ones);
+        acc = _mm256_fmadd_ps(
+            _mm256_set1_ps(wd[b] * xd[b]),
+            _mm256_cvtepi32_ps(lanes),
+            acc,
+        );
+    }
+    // SAFETY: a __m256 is eight f32 lanes.
+    let acc: [f32; 8] = unsafe { std::mem::transmute(acc) };
+    let mut summs = 0f32;
+    if let Some((m, s)) = mins {
+        for b in 0..nb {
+            summs = m[b].mul_add(s[b], summs);
+        }
+    }
+    hsum8(acc) + summs
 }
 
 /// A batch's inputs converted to a weight type's partner (`vec_dot_type`).
