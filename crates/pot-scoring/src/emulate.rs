@@ -503,6 +503,12 @@ impl BlockMatrix {
                     )
                 };
             }
+            if let DType::F32 | DType::F16 | DType::BF16 = self.dtype {
+                // SAFETY: AVX2 and FMA are present (checked above).
+                return unsafe {
+                    f32_dot_avx2(&self.f[j * k..(j + 1) * k], &a.f[i * k..(i + 1) * k])
+                };
+            }
             // SAFETY: AVX2 and FMA are present (checked above).
             return unsafe { self.dot_avx2(j, a, i) };
         }
@@ -713,6 +719,34 @@ unsafe fn small_dot_avx2(
         }
     }
     hsum8(acc) + summs
+}
+
+/// tinyBLAS's AVX-512 f32 product (one 16-lane accumulator, [`hsum_pair`]) in two AVX2
+/// registers: the same `fma` per value and lane, so the same bits as [`BlockMatrix::dot_with`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(w.len() == x.len() && w.len().is_multiple_of(8));
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for c in 0..w.len() / 8 {
+        // SAFETY: values 8c..8c+8 lie inside both slices (asserted above).
+        let (wv, xv) = unsafe {
+            (
+                _mm256_loadu_ps(w.as_ptr().add(8 * c)),
+                _mm256_loadu_ps(x.as_ptr().add(8 * c)),
+            )
+        };
+        if c % 2 == 0 {
+            lo = _mm256_fmadd_ps(wv, xv, lo);
+        } else {
+            hi = _mm256_fmadd_ps(wv, xv, hi);
+        }
+    }
+    // SAFETY: a __m256 is eight f32 lanes.
+    let (lo, hi): ([f32; 8], [f32; 8]) =
+        unsafe { (std::mem::transmute(lo), std::mem::transmute(hi)) };
+    hsum_pair([lo, hi])
 }
 
 /// A batch's inputs converted to a weight type's partner (`vec_dot_type`).
