@@ -29,19 +29,8 @@ fn parse_dtype(name: &str) -> Result<OutputDType, String> {
 
 pub fn convert_cmd(args: ConvertArgs) -> Result<u8, Failure> {
     let model = Model::open(&args.model)?;
-    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    convert(&model, &args.out, args.dtype, |done, total| {
-        if is_tty {
-            eprint!("\rconverting: {done}/{total} tensors");
-            if done == total {
-                eprintln!();
-            }
-        } else if done == total || done % 50 == 0 {
-            eprintln!("converting: {done}/{total} tensors");
-        }
-        std::io::stderr().flush().ok();
-    })
-    .map_err(|e| exit::fail(exit::RUNTIME, e.into()))?;
+    convert(&model, &args.out, args.dtype, tensor_progress("converting"))
+        .map_err(|e| exit::fail(exit::RUNTIME, e.into()))?;
     println!(
         "wrote {} ({:?}): config.json, model.safetensors, tokenizer.json",
         args.out.display(),
@@ -68,6 +57,23 @@ pub struct QuantizeArgs {
     allow_requantize: bool,
 }
 
+/// Progress of a per-tensor job on stderr: one updated line on a terminal, a line per 50
+/// tensors otherwise.
+fn tensor_progress(verb: &'static str) -> impl FnMut(usize, usize) {
+    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    move |done, total| {
+        if is_tty {
+            eprint!("\r{verb}: {done}/{total} tensors");
+            if done == total {
+                eprintln!();
+            }
+        } else if done == total || done % 50 == 0 {
+            eprintln!("{verb}: {done}/{total} tensors");
+        }
+        std::io::stderr().flush().ok();
+    }
+}
+
 /// `pot quantize`: llama.cpp's quantiser, ported (pot_formats::quantize_file).
 pub fn quantize_cmd(args: QuantizeArgs) -> Result<u8, Failure> {
     use pot_formats::quantize::FileType;
@@ -76,22 +82,11 @@ pub fn quantize_cmd(args: QuantizeArgs) -> Result<u8, Failure> {
         .ftype
         .parse()
         .map_err(|e| exit::fail(exit::USAGE, anyhow::anyhow!("--type {}: {e}", args.ftype)))?;
-    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let options = QuantizeOptions {
         allow_requantize: args.allow_requantize,
     };
-    let summary = quantize_gguf(&args.model, ftype, &args.out, options, |done, total| {
-        if is_tty {
-            eprint!("\rquantizing: {done}/{total} tensors");
-            if done == total {
-                eprintln!();
-            }
-        } else if done == total || done % 50 == 0 {
-            eprintln!("quantizing: {done}/{total} tensors");
-        }
-        std::io::stderr().flush().ok();
-    })
-    .map_err(|e| {
+    let progress = tensor_progress("quantizing");
+    let summary = quantize_gguf(&args.model, ftype, &args.out, options, progress).map_err(|e| {
         let code = match e {
             QuantizeFileError::Requantize { .. } | QuantizeFileError::SameFile { .. } => {
                 exit::USAGE

@@ -26,8 +26,8 @@ pub enum Arithmetic {
     /// f32 throughout (weights dequantised once, inputs unrounded, keys and values in f32).
     #[default]
     Exact,
-    /// llama.cpp's CPU backend: matmul inputs rounded to the weight type's partner, keys and
-    /// values stored in the cache as `kv` stores them.
+    /// llama.cpp's CPU backend (the AVX-512 build of llama-cpp-python 0.3.36) computing a prompt
+    /// batch, bit for bit; keys and values stored in the cache as `kv` stores them.
     LlamaCpp { kv: KvCache },
 }
 
@@ -57,14 +57,6 @@ impl Arithmetic {
         match self {
             Arithmetic::Exact => "exact".into(),
             Arithmetic::LlamaCpp { kv } => format!("llama.cpp (kv {})", kv.name()),
-        }
-    }
-
-    /// The rounding of a matmul's input for a weight stored as `dtype`.
-    pub fn input_rounding(self, dtype: DType) -> Rounding {
-        match self {
-            Arithmetic::Exact => Rounding::None,
-            Arithmetic::LlamaCpp { .. } => Rounding::partner_of(dtype),
         }
     }
 

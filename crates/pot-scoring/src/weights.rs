@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use pot_formats::{DType, Model};
+use pot_formats::Model;
 use rayon::prelude::*;
 
 use crate::emulate::BlockMatrix;
@@ -299,22 +299,6 @@ impl Source<'_> {
     pub fn release(&self, name: &str) {
         if let Source::Model(model) = self {
             model.release_pages(name);
-        }
-    }
-
-    /// How `name` is stored (an emulated engine rounds its inputs by it). Int8 storage is
-    /// pot's own: no engine computes with it, so emulation over it is refused.
-    pub fn dtype(&self, name: &str) -> Result<DType, ScoringError> {
-        match self {
-            Source::Model(model) => Ok(model
-                .tensor(name)
-                .ok_or_else(|| ScoringError::Backend(format!("the model has no tensor {name}")))?
-                .dtype),
-            Source::Int8(_) => Err(ScoringError::Backend(
-                "an engine's arithmetic cannot be emulated over pot's int8 weights: drop \
-                 --enable-8bit or --emulate"
-                    .into(),
-            )),
         }
     }
 
