@@ -291,7 +291,7 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
     std::fs::create_dir_all(&dir)?;
     let script_dir = crate::fixtures::workspace_root().join("fixtures/llamacpp-reference");
     let f32_path = json_path_line(
-        Command::new("python3")
+        Command::new(crate::variants::python())
             .arg(script_dir.join("f32gguf.py"))
             .arg(&src)
             .arg(&dir),
@@ -321,7 +321,7 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
         tokens = pot["tokens"].as_u64().unwrap_or(0);
         padded = pot["padded"].as_u64().unwrap_or(0);
         let reference = json_of(
-            Command::new("python3")
+            Command::new(crate::variants::python())
                 .arg(script_dir.join("bench_llamacpp.py"))
                 .arg(&f32_path)
                 .arg(&tokens_file)
@@ -493,7 +493,7 @@ fn emulation(o: &Options) -> Result<()> {
             tokens = pot["tokens"].as_u64().unwrap_or(0);
         }
         let reference = json_of(
-            Command::new("python3")
+            Command::new(crate::variants::python())
                 .arg(script_dir.join("bench_llamacpp.py"))
                 .arg(&file)
                 .arg(&tokens_file)

@@ -7,11 +7,12 @@ use pot_scoring::{Arithmetic, KvCache};
 
 #[derive(Args, Clone, Debug)]
 pub struct EmulateArgs {
-    /// Compute model 1 (the reference) as a serving engine does: `llama.cpp` rounds every
-    /// matmul's input to the weight type's 8-bit partner blocks (Q8_0 / Q8_1 / Q8_K), f16 or
-    /// bf16, and keeps keys and values in an f16 cache, as its CPU backend does; `none` is pot's
-    /// own f32 arithmetic. Use it when model 2 is that engine serving the same file
-    /// (docs/SERVED.md, "Engine-faithful arithmetic").
+    /// Compute model 1 (the reference) as a serving engine does: `llama.cpp` reproduces its CPU
+    /// backend's prompt batches bit for bit (8-bit partner blocks for every quantised matmul's
+    /// input, ggml's integer block products and sums, an f16 KV cache; the AVX-512 x86 build;
+    /// llama/mistral/qwen2 with plain RoPE); `none` is pot's own f32 arithmetic. Use it when
+    /// model 2 is that engine serving the same file (docs/SERVED.md, "Engine-faithful
+    /// arithmetic").
     #[arg(long, value_name = "ENGINE", default_value = "none", value_parser = parse_engine)]
     pub emulate: String,
     /// The same for a local model 2.
