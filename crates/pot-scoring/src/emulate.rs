@@ -702,8 +702,10 @@ unsafe fn small_dot_avx2(
             acc,
         );
     }
-    // SAFETY: a __m256 is eight f32 lanes.
-    let acc: [f32; 8] = unsafe { std::mem::transmute(acc) };
+    let mut lanes = [0f32; 8];
+    // SAFETY: the array holds eight f32 (an unaligned store).
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    let acc = lanes;
     let mut summs = 0f32;
     if let Some((m, s)) = mins {
         for b in 0..nb {
@@ -735,10 +737,13 @@ unsafe fn f32_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
             hi = _mm256_fmadd_ps(wv, xv, hi);
         }
     }
-    // SAFETY: a __m256 is eight f32 lanes.
-    let (lo, hi): ([f32; 8], [f32; 8]) =
-        unsafe { (std::mem::transmute(lo), std::mem::transmute(hi)) };
-    hsum_pair([lo, hi])
+    let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
+    // SAFETY: each array holds eight f32 (unaligned stores).
+    unsafe {
+        _mm256_storeu_ps(l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h.as_mut_ptr(), hi);
+    }
+    hsum_pair([l, h])
 }
 
 /// A batch's inputs converted to a weight type's partner (`vec_dot_type`).
