@@ -177,8 +177,19 @@ fn a_served_model_is_verified_through_its_server() {
             .unwrap()
             .contains("--emulate llama.cpp")
     );
+    // Most challenges score 0 up to the two sides' f32 log-softmax (~4e-7; pot's f32 pass
+    // scores ~0.026 each); a few carry the served scorer's own residual (docs/SERVED.md), inside
+    // the accept region.
+    let scores: Vec<f64> = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["score"].as_f64().unwrap())
+        .collect();
+    let exact = scores.iter().filter(|&&s| s < 1e-5).count();
+    assert!(2 * exact >= scores.len(), "scores {scores:?}");
     let mean = report["enhanced_diff"]["effect_size"].as_f64().unwrap();
-    assert!(mean < 0.003, "emulated vs served mean score {mean}");
+    assert!(mean < 0.4 * 0.016, "emulated vs served mean score {mean}");
     println!(
         "served SmolLM2 vs local computed as llama.cpp: {} after {} queries, mean {mean:.5}",
         report["final_decision"], report["enhanced_diff"]["n_effective"]
