@@ -20,6 +20,8 @@ use half::{bf16, f16};
 use pot_formats::DType;
 use rayon::prelude::*;
 
+use crate::error::ScoringError;
+
 /// How the forward pass computes: pot's own f32 arithmetic, or a named engine's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Arithmetic {
@@ -123,34 +125,6 @@ impl Rounding {
             Rounding::None | Rounding::F16 | Rounding::Bf16 => 1,
             Rounding::Q8_0 | Rounding::Q8_1 => QK8,
             Rounding::Q8K => QKK,
-        }
-    }
-
-    /// Rounds `x` (rows of `cols` values) in place to what ggml's product sees: the dequantised
-    /// value of ggml's conversion of each input.
-    pub fn apply(self, x: &mut [f32], cols: usize) {
-        assert!(
-            cols.is_multiple_of(self.block()) && x.len().is_multiple_of(cols.max(1)),
-            "rows of {cols} in blocks of {}",
-            self.block()
-        );
-        match self {
-            Rounding::None => {}
-            Rounding::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
-            Rounding::Bf16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
-            Rounding::Q8_0 | Rounding::Q8_1 => x.chunks_exact_mut(QK8).for_each(|b| {
-                let q = quantize_q8_0(b);
-                let d = q.d.to_f32();
-                for (v, &q) in b.iter_mut().zip(&q.qs) {
-                    *v = d * q as f32;
-                }
-            }),
-            Rounding::Q8K => x.chunks_exact_mut(QKK).for_each(|b| {
-                let q = quantize_q8_k(b);
-                for (v, &qv) in b.iter_mut().zip(&q.qs) {
-                    *v = q.d * qv as f32;
-                }
-            }),
         }
     }
 }
@@ -364,9 +338,27 @@ pub struct BlockMatrix {
 }
 
 impl BlockMatrix {
-    /// Decodes a stored weight (any type pot reads) for llama.cpp's kernels.
-    pub fn new(w: &pot_formats::StoredRows) -> Self {
+    /// Decodes a stored weight (any type pot reads) for llama.cpp's kernels. Refuses rows that
+    /// are not whole blocks of the weight type and of its input's partner type (ggml's own
+    /// requirement), or bytes that do not hold the rows.
+    pub fn new(w: &pot_formats::StoredRows) -> Result<Self, ScoringError> {
         let (rows, cols, dtype) = (w.rows, w.cols, w.dtype);
+        let (per_block, block_bytes) = dtype.block();
+        let partner = Rounding::partner_of(dtype).block().max(8);
+        let bytes = (cols / per_block)
+            .checked_mul(block_bytes)
+            .and_then(|b| b.checked_mul(rows));
+        if !cols.is_multiple_of(per_block)
+            || !cols.is_multiple_of(partner)
+            || bytes != Some(w.bytes.len())
+        {
+            return Err(ScoringError::Backend(format!(
+                "a {rows} x {cols} {} weight ({} bytes) is not rows of whole {per_block}-value \
+                 blocks with inputs in blocks of {partner}: llama.cpp's arithmetic cannot run it",
+                dtype.name(),
+                w.bytes.len(),
+            )));
+        }
         let mut m = BlockMatrix {
             dtype,
             rows,
@@ -380,7 +372,6 @@ impl BlockMatrix {
             permuted: w.order.is_some(),
         };
         let fp16 = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let (_, block_bytes) = dtype.block();
         match dtype {
             DType::F32 | DType::F16 | DType::BF16 => {
                 m.f = vec![0f32; rows * cols];
@@ -422,19 +413,11 @@ impl BlockMatrix {
                 }
             }
         }
-        m
+        Ok(m)
     }
 
     pub fn rows(&self) -> usize {
         self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.dtype
     }
 
     /// Whether the engine holds these rows in another order than pot (llama.cpp's interleaved
@@ -772,10 +755,9 @@ impl Input {
         with_fma(
             #[inline(always)]
             || match Rounding::partner_of(dtype) {
-                r @ (Rounding::None | Rounding::F16 | Rounding::Bf16) => {
-                    input.f = x.to_vec();
-                    r.apply(&mut input.f, cols);
-                }
+                Rounding::None => input.f = x.to_vec(),
+                Rounding::F16 => input.f = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+                Rounding::Bf16 => input.f = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
                 Rounding::Q8_0 | Rounding::Q8_1 => {
                     for b in x.chunks_exact(QK8) {
                         let q = quantize_q8_0(b);
@@ -1138,7 +1120,7 @@ mod tests {
                     bytes: &bytes,
                     order: None,
                 };
-                let w = BlockMatrix::new(&stored);
+                let w = BlockMatrix::new(&stored).unwrap();
                 let mut y = [0f32];
                 w.matmul(&values(seed), 1, None, &mut y, 1);
                 let theirs = f32::from_bits(case["result_bits"].as_u64().unwrap() as u32);

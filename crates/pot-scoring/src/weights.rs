@@ -305,7 +305,7 @@ impl Source<'_> {
     /// A 2-D weight as its stored blocks, for an engine's kernels ([`BlockMatrix`]).
     pub fn blocks(&self, name: &str) -> Result<BlockMatrix, ScoringError> {
         match self {
-            Source::Model(model) => Ok(BlockMatrix::new(&model.stored_rows(name)?)),
+            Source::Model(model) => BlockMatrix::new(&model.stored_rows(name)?),
             Source::Int8(_) => Err(ScoringError::Backend(
                 "an engine's arithmetic cannot be emulated over pot's int8 weights: drop \
                  --enable-8bit or --emulate"
