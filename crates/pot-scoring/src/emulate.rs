@@ -313,6 +313,12 @@ fn hsum_pair(acc: [[f32; 8]; 2]) -> f32 {
     hsum8(std::array::from_fn(|l| acc[0][l] + acc[1][l]))
 }
 
+/// [`hsum_pair`] of sixteen lanes in one array.
+#[inline(always)]
+fn hsum16(acc: [f32; 16]) -> f32 {
+    hsum8(std::array::from_fn(|l| acc[l] + acc[l + 8]))
+}
+
 /// A weight as llama.cpp's CPU kernels read it: the stored blocks decoded once into their
 /// integer quants and scales (or the exact f32 values of F32/F16/BF16 weights), rows in the
 /// internal order. [`BlockMatrix::matmul`] multiplies as ggml does for a prompt batch.
@@ -432,27 +438,93 @@ impl BlockMatrix {
         assert_eq!(x.len(), n * self.cols, "{n} rows of {}", self.cols);
         let input = Input::quantize(self.dtype, x, n, self.cols);
         // Outputs in column blocks (the block's weight rows stay in cache across the inputs),
-        // written transposed then scattered.
+        // each block's outputs stored input by input, then copied into place.
         const COLS: usize = 16;
-        const ROWS: usize = 32;
-        let mut yt = vec![0f32; self.rows * n];
-        yt.par_chunks_mut(COLS * n)
+        let mut blocks = vec![0f32; self.rows * n];
+        blocks
+            .par_chunks_mut(COLS * n)
             .enumerate()
-            .for_each(|(block, out)| {
-                let j0 = block * COLS;
-                let width = out.len() / n;
-                // Inputs in chunks that stay in L1 while the block's weight rows pass over them.
-                for i0 in (0..n).step_by(ROWS) {
-                    for dj in 0..width {
-                        for i in i0..(i0 + ROWS).min(n) {
-                            out[dj * n + i] = self.dot(j0 + dj, &input, i);
-                        }
-                    }
+            .for_each(|(block, out)| self.block(block * COLS, out.len() / n, &input, out));
+        for (block, out) in blocks.chunks(COLS * n).enumerate() {
+            let (j0, width) = (block * COLS, out.len() / n);
+            for (i, row) in y.chunks_mut(ldc).take(n).enumerate() {
+                let dst = &mut row[j0..j0 + width];
+                dst.copy_from_slice(&out[i * width..(i + 1) * width]);
+                if let Some(b) = bias {
+                    dst.iter_mut().zip(&b[j0..]).for_each(|(v, b)| *v += b);
                 }
-            });
-        for (i, row) in y.chunks_mut(ldc).take(n).enumerate() {
-            for (j, v) in row[..self.rows].iter_mut().enumerate() {
-                *v = yt[j * n + i] + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+
+    /// Outputs `j0 .. j0 + width` for every input, `out[i * width + dj]`.
+    fn block(&self, j0: usize, width: usize, a: &Input, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_vnni()
+            && matches!(
+                self.dtype,
+                DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_1 | DType::Q5_1
+            )
+        {
+            // SAFETY: the CPU has AVX-512 VNNI on 256-bit registers (checked).
+            return unsafe { self.block_small_vnni(j0, width, a, out) };
+        }
+        // Inputs in chunks that stay in L1 while the block's weight rows pass over them.
+        const ROWS: usize = 32;
+        for i0 in (0..a.rows).step_by(ROWS) {
+            for dj in 0..width {
+                for i in i0..(i0 + ROWS).min(a.rows) {
+                    out[i * width + dj] = self.dot(j0 + dj, a, i);
+                }
+            }
+        }
+    }
+
+    /// [`Self::block`] for the 32-value block types in tiles of four weight rows by four
+    /// inputs, the integer lanes by `vpdpbusd`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl,avx512vnni")]
+    unsafe fn block_small_vnni(&self, j0: usize, width: usize, a: &Input, out: &mut [f32]) {
+        let signed = self.m.is_empty();
+        let repacked = self.dtype == DType::Q4_0 && self.rows.is_multiple_of(8);
+        match (signed, repacked) {
+            // SAFETY (each): the caller checked the CPU.
+            (true, true) => unsafe { self.tiles_vnni::<true, true>(j0, width, a, out) },
+            (true, false) => unsafe { self.tiles_vnni::<true, false>(j0, width, a, out) },
+            _ => unsafe { self.tiles_vnni::<false, false>(j0, width, a, out) },
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl,avx512vnni")]
+    unsafe fn tiles_vnni<const SIGNED: bool, const REPACKED: bool>(
+        &self,
+        j0: usize,
+        width: usize,
+        a: &Input,
+        out: &mut [f32],
+    ) {
+        let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
+        for i in (0..full_i).step_by(4) {
+            for dj in (0..full_j).step_by(4) {
+                // SAFETY: the caller checked the CPU; rows j0 + dj .. + 4 and inputs i .. i + 4
+                // exist.
+                unsafe {
+                    if REPACKED {
+                        small_tile_vnni::<4, 4, SIGNED, true>(self, j0 + dj, a, i, out, width, dj)
+                    } else {
+                        small_tile_zmm::<4, 2, SIGNED>(self, j0 + dj, a, i, out, width, dj)
+                    }
+                };
+            }
+        }
+        for i in 0..a.rows {
+            let dj0 = if i < full_i { full_j } else { 0 };
+            for dj in dj0..width {
+                // SAFETY: as above, one row by one input.
+                unsafe {
+                    small_tile_vnni::<1, 1, SIGNED, REPACKED>(self, j0 + dj, a, i, out, width, dj)
+                };
             }
         }
     }
@@ -483,6 +555,10 @@ impl BlockMatrix {
                 return unsafe {
                     f32_dot_avx2(&self.f[j * k..(j + 1) * k], &a.f[i * k..(i + 1) * k])
                 };
+            }
+            if has_vnni() {
+                // SAFETY: the CPU has AVX-512 VNNI (checked); only K-quants reach here.
+                return unsafe { kquant_dot_vnni(self, j, a, i) };
             }
             // SAFETY: AVX2 and FMA are present (checked above).
             return unsafe { self.dot_avx2(j, a, i) };
@@ -625,6 +701,305 @@ impl BlockMatrix {
     }
 }
 
+/// Whether the CPU has AVX-512 VNNI on 256-bit registers (`vpdpbusd`, with AVX2 and FMA):
+/// the integer lanes in one instruction. Integer sums are exact, so they give the same lanes
+/// as ggml's `maddubs`/`madd`; the float operations stay ggml's.
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        crate::kernels::has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// `R x C` outputs of a 32-value block type (weight rows `j ..`, inputs `i ..`), written to
+/// `out[(i + c) * width + dj + r]`: per block, ggml's eight integer lanes (`vpdpbusd` on the
+/// weights offset to unsigned, minus 128 times the inputs' sums), one `fma` of the scale
+/// product per lane, then [`hsum8`] plus the minimums' sum; repacked Q4_0 sums the block's
+/// lanes and keeps one scalar accumulator. The same operations as [`BlockMatrix::dot_with`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_tile_vnni<
+    const R: usize,
+    const C: usize,
+    const SIGNED: bool,
+    const REPACKED: bool,
+>(
+    m: &BlockMatrix,
+    j: usize,
+    a: &Input,
+    i: usize,
+    out: &mut [f32],
+    width: usize,
+    dj: usize,
+) {
+    use std::arch::x86_64::*;
+    let k = m.cols;
+    let nb = k / QK8;
+    assert!((j + R) * k <= m.q.len() && (i + C) * k <= a.q.len());
+    assert!((j + R) * nb <= m.d.len() && (i + C) * nb <= a.d.len());
+    assert!((i + C - 1) * width + dj + R <= out.len());
+    debug_assert_eq!(SIGNED, m.m.is_empty());
+    debug_assert_eq!(REPACKED, m.dtype == DType::Q4_0 && m.rows.is_multiple_of(8));
+    let zero = _mm256_setzero_si256();
+    let flip = _mm256_set1_epi8(-128);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut scalar = [[0f32; C]; R];
+    for b in 0..nb {
+        let mut xv = [zero; C];
+        let mut corr = [zero; C];
+        let mut xd = [0f32; C];
+        let mut xdv = [_mm256_setzero_ps(); C];
+        for c in 0..C {
+            // SAFETY: block b of input i + c lies inside a.q and a.d (asserted above).
+            unsafe {
+                xv[c] = _mm256_loadu_si256(a.q.as_ptr().add((i + c) * k + b * QK8).cast());
+                xd[c] = *a.d.get_unchecked((i + c) * nb + b);
+            }
+            xdv[c] = _mm256_set1_ps(xd[c]);
+            if SIGNED {
+                corr[c] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, flip, xv[c]));
+            }
+        }
+        for r in 0..R {
+            // SAFETY: block b of row j + r lies inside m.q and m.d (asserted above).
+            let (mut wv, wd) = unsafe {
+                (
+                    _mm256_loadu_si256(m.q.as_ptr().add((j + r) * k + b * QK8).cast()),
+                    *m.d.get_unchecked((j + r) * nb + b),
+                )
+            };
+            if SIGNED {
+                wv = _mm256_xor_si256(wv, flip);
+            }
+            let wdv = _mm256_set1_ps(wd);
+            for c in 0..C {
+                let lanes = _mm256_dpbusd_epi32(corr[c], wv, xv[c]);
+                if REPACKED {
+                    let isum = hsum_i32(lanes);
+                    scalar[r][c] = (isum as f32).mul_add(wd * xd[c], scalar[r][c]);
+                } else {
+                    // The scale product in every lane: the same rounding as ggml's scalar one.
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_mul_ps(wdv, xdv[c]),
+                        _mm256_cvtepi32_ps(lanes),
+                        acc[r][c],
+                    );
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let value = if REPACKED {
+                scalar[r][c]
+            } else {
+                let mut lanes = [0f32; 8];
+                // SAFETY: the array holds eight f32 (an unaligned store).
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][c]) };
+                let mut summs = 0f32;
+                if !SIGNED {
+                    let (wm, xs) = (&m.m[(j + r) * nb..][..nb], &a.s[(i + c) * nb..][..nb]);
+                    for b in 0..nb {
+                        summs = wm[b].mul_add(xs[b], summs);
+                    }
+                }
+                hsum8(lanes) + summs
+            };
+            out[(i + c) * width + dj + r] = value;
+        }
+    }
+}
+
+/// Output `j` for input `i` of a K-quant weight (Q4_K, Q5_K, Q6_K): per sub-block ggml's i16
+/// pair products (`maddubs`) times the sub-block scales summed into i32 lanes (`vpdpwssd`,
+/// the `madd` and `add` of ggml in one), exact integers, then ggml's float operations per
+/// super-block as [`BlockMatrix::dot_with`] does them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+unsafe fn kquant_dot_vnni(m: &BlockMatrix, j: usize, a: &Input, i: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let k = m.cols;
+    let nb = k / QKK;
+    assert!((j + 1) * k <= m.q.len() && (i + 1) * k <= a.q.len());
+    assert!((j + 1) * nb <= m.d.len() && (i + 1) * nb <= a.d.len());
+    assert!((i + 1) * nb * 16 <= a.bsums.len());
+    let q6 = m.dtype == DType::Q6_K;
+    assert!((j + 1) * nb * if q6 { 16 } else { 8 } <= m.sc.len());
+    let repacked = m.dtype == DType::Q4_K && m.rows.is_multiple_of(8);
+    let gemm = repacked && i < a.rows - a.rows % 4;
+    let zero = _mm256_setzero_si256();
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for b in 0..nb {
+        // SAFETY (loads below): super-block b of row j and of input i lie inside m.q and a.q
+        // (asserted above); each load reads 32 of its 256 bytes.
+        let w = unsafe { m.q.as_ptr().add(j * k + b * QKK) };
+        let x = unsafe { a.q.as_ptr().add(i * k + b * QKK) };
+        let load = |p: *const i8, sub: usize| unsafe { _mm256_loadu_si256(p.add(sub * 32).cast()) };
+        let da = a.d[i * nb + b];
+        let dw = m.d[j * nb + b];
+        if q6 {
+            // Quants offset to unsigned (+32) as ggml holds them, the offset's products
+            // subtracted; one scale per 16 values.
+            let sc = &m.sc[(j * nb + b) * 16..][..16];
+            let (off, mut s) = (_mm256_set1_epi8(32), zero);
+            for pair in 0..8 {
+                let xv = load(x, pair);
+                let wv = _mm256_add_epi8(load(w, pair), off);
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv), _mm256_maddubs_epi16(off, xv));
+                let scales = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[2 * pair + 1]),
+                    _mm_set1_epi16(sc[2 * pair]),
+                );
+                s = _mm256_dpwssd_epi32(s, p, scales);
+            }
+            let s1 = hsum_i32(s);
+            acc = (dw * s1 as f32).mul_add(da, acc);
+            continue;
+        }
+        let sc = &m.sc[(j * nb + b) * 8..][..8];
+        let mins = &m.mins[(j * nb + b) * 8..][..8];
+        let bsums = &a.bsums[(i * nb + b) * 16..][..16];
+        let s2_of =
+            |sub: usize| mins[sub] as i32 * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
+        let scaled = |sub: usize, s: __m256i| {
+            let p = _mm256_maddubs_epi16(load(w, sub), load(x, sub));
+            _mm256_dpwssd_epi32(s, p, _mm256_set1_epi16(sc[sub]))
+        };
+        let dmin = m.m[j * nb + b];
+        if gemm {
+            // Repacked AVX-512 gemm: float accumulation every 64 values.
+            for pair in 0..4 {
+                let p1 = hsum_i32(scaled(2 * pair + 1, scaled(2 * pair, zero)));
+                let p2 = s2_of(2 * pair) + s2_of(2 * pair + 1);
+                acc = (p1 as f32).mul_add(dw * da, acc);
+                acc_min = (p2 as f32).mul_add(dmin * da, acc_min);
+            }
+            continue;
+        }
+        let mut s = zero;
+        for sub in 0..8 {
+            s = scaled(sub, s);
+        }
+        let s1 = hsum_i32(s);
+        let s2: i32 = (0..8).map(s2_of).sum();
+        if repacked {
+            // Repacked gemv: every super-block.
+            acc = (s1 as f32).mul_add(dw * da, acc);
+            acc_min = (s2 as f32).mul_add(dmin * da, acc_min);
+        } else {
+            let res = (-dmin).mul_add(s2 as f32, dw * s1 as f32);
+            acc = res.mul_add(da, acc);
+        }
+    }
+    acc - acc_min
+}
+
+/// [`small_tile_vnni`] (not repacked) with two inputs per 512-bit register: `R` weight rows
+/// by `2 CP` inputs, each lane still one (row, input, lane) of ggml's accumulators, so the
+/// same operations in the same order, in half the instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_tile_zmm<const R: usize, const CP: usize, const SIGNED: bool>(
+    m: &BlockMatrix,
+    j: usize,
+    a: &Input,
+    i: usize,
+    out: &mut [f32],
+    width: usize,
+    dj: usize,
+) {
+    use std::arch::x86_64::*;
+    let k = m.cols;
+    let nb = k / QK8;
+    let c_all = 2 * CP;
+    assert!((j + R) * k <= m.q.len() && (i + c_all) * k <= a.q.len());
+    assert!((j + R) * nb <= m.d.len() && (i + c_all) * nb <= a.d.len());
+    assert!((i + c_all - 1) * width + dj + R <= out.len());
+    let zero = _mm512_setzero_si512();
+    let flip = _mm512_set1_epi8(-128);
+    let mut acc = [[_mm512_setzero_ps(); CP]; R];
+    for b in 0..nb {
+        let mut xv = [zero; CP];
+        let mut corr = [zero; CP];
+        let mut xd = [_mm512_setzero_ps(); CP];
+        for cp in 0..CP {
+            let (c0, c1) = (i + 2 * cp, i + 2 * cp + 1);
+            // SAFETY: block b of inputs c0 and c1 lies inside a.q and a.d (asserted above).
+            unsafe {
+                let x0 = _mm256_loadu_si256(a.q.as_ptr().add(c0 * k + b * QK8).cast());
+                let x1 = _mm256_loadu_si256(a.q.as_ptr().add(c1 * k + b * QK8).cast());
+                xv[cp] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+                let d0 = _mm256_set1_ps(*a.d.get_unchecked(c0 * nb + b));
+                let d1 = _mm256_set1_ps(*a.d.get_unchecked(c1 * nb + b));
+                xd[cp] = _mm512_insertf32x8(_mm512_castps256_ps512(d0), d1, 1);
+            }
+            if SIGNED {
+                corr[cp] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv[cp]));
+            }
+        }
+        for r in 0..R {
+            // SAFETY: block b of row j + r lies inside m.q and m.d (asserted above).
+            let (mut wv, wd) = unsafe {
+                (
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        m.q.as_ptr().add((j + r) * k + b * QK8).cast(),
+                    )),
+                    _mm512_set1_ps(*m.d.get_unchecked((j + r) * nb + b)),
+                )
+            };
+            if SIGNED {
+                wv = _mm512_xor_si512(wv, flip);
+            }
+            for cp in 0..CP {
+                let lanes = _mm512_dpbusd_epi32(corr[cp], wv, xv[cp]);
+                acc[r][cp] = _mm512_fmadd_ps(
+                    _mm512_mul_ps(wd, xd[cp]),
+                    _mm512_cvtepi32_ps(lanes),
+                    acc[r][cp],
+                );
+            }
+        }
+    }
+    for r in 0..R {
+        for cp in 0..CP {
+            let mut lanes = [0f32; 16];
+            // SAFETY: the array holds sixteen f32 (an unaligned store).
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][cp]) };
+            for half in 0..2 {
+                let c = 2 * cp + half;
+                let mut summs = 0f32;
+                if !SIGNED {
+                    let (wm, xs) = (&m.m[(j + r) * nb..][..nb], &a.s[(i + c) * nb..][..nb]);
+                    for b in 0..nb {
+                        summs = wm[b].mul_add(xs[b], summs);
+                    }
+                }
+                let l: [f32; 8] = lanes[8 * half..8 * half + 8].try_into().unwrap();
+                out[(i + c) * width + dj + r] = hsum8(l) + summs;
+            }
+        }
+    }
+}
+
+/// The sum of eight i32 lanes (exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hsum_i32(v: std::arch::x86_64::__m256i) -> i32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
 /// The eight sums of four consecutive products of a 32-value block (ggml's integer lanes:
 /// `maddubs` then `madd` with ones); exact integers.
 fn lanes4(w: &[i8], x: &[i8]) -> [i32; 8] {
@@ -759,16 +1134,22 @@ impl Input {
                 Rounding::F16 => input.f = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
                 Rounding::Bf16 => input.f = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
                 Rounding::Q8_0 | Rounding::Q8_1 => {
-                    for b in x.chunks_exact(QK8) {
-                        let q = quantize_q8_0(b);
+                    let blocks: Vec<BlockQ8> = x
+                        .par_chunks_exact(QK8)
+                        .map(|b| with_fma(|| quantize_q8_0(b)))
+                        .collect();
+                    for q in blocks {
                         input.q.extend_from_slice(&q.qs);
                         input.d.push(q.d.to_f32());
                         input.s.push(q.s.to_f32());
                     }
                 }
                 Rounding::Q8K => {
-                    for b in x.chunks_exact(QKK) {
-                        let q = quantize_q8_k(b);
+                    let blocks: Vec<BlockQ8K> = x
+                        .par_chunks_exact(QKK)
+                        .map(|b| with_fma(|| quantize_q8_k(b)))
+                        .collect();
+                    for q in blocks {
                         input.q.extend_from_slice(&q.qs);
                         input.d.push(q.d);
                         input.bsums.extend_from_slice(&q.bsums);
@@ -978,48 +1359,63 @@ pub fn attention(qkv: &mut [f32], spans: &[(usize, usize)], a: &Attention) -> Ve
                 #[inline(always)]
                 || {
                     let g = h / group;
-                    let q = |i: usize| &qkv[(start + i) * width + h * hd..][..hd];
-                    let k = |j: usize| &qkv[(start + j) * width + (heads + g) * hd..][..hd];
-                    let v =
-                        |j: usize| &qkv[(start + j) * width + (heads + kv_heads + g) * hd..][..hd];
+                    let head = |row: usize, at: usize| &qkv[row * width + at * hd..][..hd];
+                    // Queries and keys gathered into the engine's order once, so that `q · k`
+                    // runs over contiguous sixteen-lane chunks.
+                    let gather = |at: usize| -> Vec<f32> {
+                        (0..t)
+                            .flat_map(|j| order.iter().map(move |&e| head(start + j, at)[e]))
+                            .collect()
+                    };
+                    let (qs, ks) = (gather(h), gather(heads + g));
+                    let v = |j: usize| head(start + j, heads + kv_heads + g);
                     let mut result = vec![0f32; t * hd];
                     let mut p = vec![0f32; t];
+                    // p · v: sixteen lanes by key position, every output dimension at once.
+                    let mut lanes_pv = vec![[0f32; 16]; hd];
                     for i in 0..t {
                         let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                        let q = &qs[i * hd..(i + 1) * hd];
                         // Scores (masked ones are -inf, which the exponential takes to exactly 0).
                         for (j, pj) in p.iter_mut().enumerate() {
                             *pj = if j < first || j > i {
                                 f32::NEG_INFINITY
                             } else {
-                                let (q, k) = (q(i), k(j));
-                                let mut acc = [[0f32; 8]; 2];
-                                for (e, &at) in order.iter().enumerate() {
-                                    let lane = &mut acc[(e / 8) % 2][e % 8];
-                                    *lane = k[at].mul_add(q[at], *lane);
+                                let k = &ks[j * hd..(j + 1) * hd];
+                                let mut acc = [0f32; 16];
+                                let (qc, kc) = (q.chunks_exact(16), k.chunks_exact(16));
+                                let (qr, kr) = (qc.remainder(), kc.remainder());
+                                for (q16, k16) in qc.zip(kc) {
+                                    for l in 0..16 {
+                                        acc[l] = k16[l].mul_add(q16[l], acc[l]);
+                                    }
                                 }
-                                hsum_pair(acc) * scale
+                                for l in 0..qr.len() {
+                                    acc[l] = kr[l].mul_add(qr[l], acc[l]);
+                                }
+                                hsum16(acc) * scale
                             };
                         }
                         let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                         let mut sum = 0f64;
                         for chunk in p.chunks_mut(16) {
-                            let mut lanes = [[0f32; 8]; 2];
+                            let mut lanes = [0f32; 16];
                             for (l, v) in chunk.iter_mut().enumerate() {
                                 *v = v_expf(*v - max);
-                                lanes[l / 8][l % 8] = *v;
+                                lanes[l] = *v;
                             }
-                            sum += f64::from(hsum_pair(lanes));
+                            sum += f64::from(hsum16(lanes));
                         }
                         let inv = (1.0 / sum) as f32;
                         p.iter_mut().for_each(|v| *v = round(*v * inv));
-                        let out = &mut result[i * hd..(i + 1) * hd];
-                        for (d, o) in out.iter_mut().enumerate() {
-                            let mut acc = [[0f32; 8]; 2];
-                            for (j, &pj) in p.iter().enumerate() {
-                                let lane = &mut acc[(j / 8) % 2][j % 8];
-                                *lane = v(j)[d].mul_add(pj, *lane);
+                        lanes_pv.iter_mut().for_each(|l| *l = [0f32; 16]);
+                        for (j, &pj) in p.iter().enumerate() {
+                            for (lanes, &vd) in lanes_pv.iter_mut().zip(v(j)) {
+                                lanes[j % 16] = vd.mul_add(pj, lanes[j % 16]);
                             }
-                            *o = hsum_pair(acc);
+                        }
+                        for (o, lanes) in result[i * hd..(i + 1) * hd].iter_mut().zip(&lanes_pv) {
+                            *o = hsum16(*lanes);
                         }
                     }
                     result
@@ -1133,6 +1529,56 @@ mod tests {
                 // The portable integer lanes give the same bits as the AVX2 ones.
                 let input = Input::quantize(dtype, &values(seed), 1, 512);
                 assert_eq!(w.dot_with(0, &input, 0, lanes4).to_bits(), theirs.to_bits());
+            }
+        }
+    }
+
+    /// The batched kernels (register tiles, `vpdpbusd` / `vpdpwssd` where the CPU has them)
+    /// give the bits of the portable per-output formula for every type, for matrices with and
+    /// without whole tiles and repacking groups.
+    #[test]
+    fn batched_kernels_give_the_portable_formula_bits() {
+        let cols = 512;
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+            DType::F16,
+        ] {
+            for rows in [8, 13, 40] {
+                let weights: Vec<f32> = (0..rows as u32)
+                    .flat_map(|r| values(r + 7).into_iter().take(cols))
+                    .collect();
+                let bytes = pot_formats::quantize::quantize(dtype, &weights, cols).unwrap();
+                let stored = pot_formats::StoredRows {
+                    dtype,
+                    rows,
+                    cols,
+                    bytes: &bytes,
+                    order: None,
+                };
+                let w = BlockMatrix::new(&stored).unwrap();
+                let n = 9;
+                let x: Vec<f32> = (0..n as u32).flat_map(|s| values(s + 100)).collect();
+                let mut y = vec![0f32; n * rows];
+                w.matmul(&x, n, None, &mut y, rows);
+                let input = Input::quantize(dtype, &x, n, cols);
+                for i in 0..n {
+                    for j in 0..rows {
+                        let portable = w.dot_with(j, &input, i, lanes4);
+                        assert_eq!(
+                            y[i * rows + j].to_bits(),
+                            portable.to_bits(),
+                            "{} {rows} rows: output {j} of input {i}",
+                            dtype.name()
+                        );
+                    }
+                }
             }
         }
     }
