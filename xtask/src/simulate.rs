@@ -6,7 +6,7 @@
 //! for simulated same and different pairs. Deterministic (fixed seeds).
 
 use anyhow::{Context, Result};
-use pot_stats::simulate::{Stream, tally};
+use pot_stats::simulate::{Stream, tally, tally_deployments};
 use pot_stats::{Method, Mode, queries_to_verdict};
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -164,5 +164,86 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
     }
+    deployments(&modes, streams);
     Ok(())
+}
+
+/// Several deployments of the reference tested at once (`pot verify --deployment`): the
+/// error rates under continuous monitoring, alpha split for SAME, intersection-union for
+/// DIFFERENT (docs/STATISTICS.md, "Several deployments").
+fn deployments(modes: &[Mode], streams: u64) {
+    println!("\n## Several deployments ({streams} streams each, betting)\n");
+    println!(
+        "Four deployments with tolerances 0.002, 0.0025, 0.016 and 0.026, each tested at alpha / 4; scores in units of each deployment's clip, independent across deployments. A wrong verdict: SAME naming a deployment whose mean is not below its tolerance, or DIFFERENT while some deployment's mean is not above its tolerance.\n"
+    );
+    println!(
+        "| mode | alpha | case | SAME (named) | DIFFERENT | UNDECIDED | wrong | rate | MC s.e. | rate <= alpha |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let gammas = [0.002, 0.0025, 0.016, 0.026];
+    let at = |v: f64| Stream::EndPoints { p: v };
+    let below = Stream::Uniform {
+        mean: 0.1,
+        half_width: 0.1,
+    };
+    // (case, streams, whose mean is below its tolerance, whose mean is above it)
+    let cases: Vec<(&str, Vec<Stream>, [bool; 4], [bool; 4])> = vec![
+        (
+            "every deployment exactly at its tolerance (any verdict is wrong)",
+            vec![at(0.5); 4],
+            [false; 4],
+            [false; 4],
+        ),
+        (
+            "deployment 3 at its tolerance, the others above (any verdict is wrong)",
+            vec![at(0.8), at(0.8), at(0.8), at(0.5)],
+            [false; 4],
+            [true, true, true, false],
+        ),
+        (
+            "deployment 2 explains the candidate, the others at their tolerance",
+            vec![at(0.5), at(0.5), below, at(0.5)],
+            [false, false, true, false],
+            [false; 4],
+        ),
+        (
+            "deployment 1 explains the candidate, the others far above",
+            vec![at(0.9), below, at(0.9), at(0.9)],
+            [false, true, false, false],
+            [true, false, true, true],
+        ),
+        (
+            "a different model: every deployment far above",
+            vec![at(0.9); 4],
+            [false; 4],
+            [true; 4],
+        ),
+    ];
+    for mode in modes {
+        for (i, (name, arms, below, above)) in cases.iter().enumerate() {
+            let spec: Vec<(f64, Stream)> =
+                gammas.iter().copied().zip(arms.iter().copied()).collect();
+            let t = tally_deployments(mode, Method::Betting, &spec, streams, 7000 + i as u64);
+            let wrong_same: u64 = (0..4).filter(|&d| !below[d]).map(|d| t.same[d]).sum();
+            let wrong = wrong_same
+                + if above.iter().all(|&a| a) {
+                    0
+                } else {
+                    t.different
+                };
+            let rate = wrong as f64 / streams as f64;
+            let se = (rate.max(mode.alpha) * (1.0 - rate) / streams as f64).sqrt();
+            let ok = if rate <= mode.alpha {
+                "yes"
+            } else if rate <= mode.alpha + 2.0 * se {
+                "within 2 s.e."
+            } else {
+                "NO"
+            };
+            println!(
+                "| {} | {} | {name} | {:?} | {} | {} | {wrong} | {rate:.4} | {se:.4} | {ok} |",
+                mode.name, mode.alpha, t.same, t.different, t.undecided
+            );
+        }
+    }
 }

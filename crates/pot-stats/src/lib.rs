@@ -8,10 +8,14 @@
 
 mod calibrate;
 pub mod cs;
+mod deployments;
+mod path;
 pub mod simulate;
 
 pub use calibrate::{Calibration, DEFAULT_MARGIN, calibrate};
 pub use cs::{ConfidenceSequence, Method};
+pub use deployments::{Arm, DeploymentTest};
+pub use path::{GAMMA_FLOOR, Path, PathTolerance};
 
 /// Scores from text, one per line (blank lines and `#` comments skipped), with their 1-based
 /// line numbers; the first line that is not a finite number is an error naming it. The format
@@ -306,6 +310,26 @@ impl SequentialTest {
         if let Some(v) = self.verdict {
             return Err(StatsError::AlreadyStopped(v));
         }
+        self.observe(score)?;
+        if self.n >= self.mode.n_min {
+            if self.certifies_below() {
+                self.verdict = Some(Verdict::Same);
+            } else if self.certifies_above() {
+                self.verdict = Some(Verdict::Different);
+            }
+        }
+        if self.verdict.is_none() && self.n >= self.mode.n_max {
+            self.verdict = Some(Verdict::Undecided);
+        }
+        Ok(match self.verdict {
+            Some(v) => Step::Stop(v),
+            None => Step::Continue,
+        })
+    }
+
+    /// Adds one score to the sums and the confidence sequence without deciding (a caller that
+    /// decides over several tests: [`DeploymentTest`]).
+    pub fn observe(&mut self, score: f64) -> Result<(), StatsError> {
         if !score.is_finite() {
             return Err(StatsError::NotFinite { value: score });
         }
@@ -320,22 +344,17 @@ impl SequentialTest {
         self.sum_raw += score;
         self.sum_clipped += clipped;
         self.cs.observe(clipped / self.mode.clip);
+        Ok(())
+    }
 
-        let threshold = self.mode.gamma / self.mode.clip;
-        if self.n >= self.mode.n_min {
-            if self.cs.certifies_below(threshold) {
-                self.verdict = Some(Verdict::Same);
-            } else if self.cs.certifies_above(threshold) {
-                self.verdict = Some(Verdict::Different);
-            }
-        }
-        if self.verdict.is_none() && self.n >= self.mode.n_max {
-            self.verdict = Some(Verdict::Undecided);
-        }
-        Ok(match self.verdict {
-            Some(v) => Step::Stop(v),
-            None => Step::Continue,
-        })
+    /// Whether the sequence certifies the mean clipped score below gamma (SAME's condition).
+    pub fn certifies_below(&self) -> bool {
+        self.cs.certifies_below(self.mode.gamma / self.mode.clip)
+    }
+
+    /// Whether the sequence certifies the mean clipped score above gamma (DIFFERENT's).
+    pub fn certifies_above(&self) -> bool {
+        self.cs.certifies_above(self.mode.gamma / self.mode.clip)
     }
 
     pub fn verdict(&self) -> Option<Verdict> {

@@ -142,3 +142,68 @@ fn tally_serial(mode: &Mode, method: Method, stream: Stream, streams: u64, seed:
     out.mean_queries = total_queries as f64 / streams.max(1) as f64;
     out
 }
+
+/// Verdicts of [`crate::DeploymentTest`] over many monitored streams: SAME per deployment named.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct DeploymentTally {
+    pub streams: u64,
+    /// SAME naming deployment `d`, per `d`.
+    pub same: Vec<u64>,
+    pub different: u64,
+    pub undecided: u64,
+    pub mean_queries: f64,
+}
+
+/// Runs `streams` candidates through a test against several deployments: deployment `d` has
+/// tolerance `arms[d].0` and sees scores drawn from `arms[d].1` (in units of its clip),
+/// independently per deployment (the least favourable case for a union bound is no worse).
+pub fn tally_deployments(
+    mode: &Mode,
+    method: Method,
+    arms: &[(f64, Stream)],
+    streams: u64,
+    seed: u64,
+) -> DeploymentTally {
+    let mut rng = Rng::new(seed);
+    let spec: Vec<crate::Arm> = arms
+        .iter()
+        .enumerate()
+        .map(|(d, (gamma, _))| crate::Arm {
+            name: format!("d{d}"),
+            gamma: *gamma,
+        })
+        .collect();
+    let mut out = DeploymentTally {
+        streams,
+        same: vec![0; arms.len()],
+        ..DeploymentTally::default()
+    };
+    let mut total = 0u64;
+    for _ in 0..streams {
+        let mut test = crate::DeploymentTest::new(mode, method, 1.0, &spec).expect("valid arms");
+        let verdict = loop {
+            let n = test.n();
+            let scores: Vec<f64> = arms
+                .iter()
+                .map(|(gamma, stream)| stream.draw(&mut rng, n) * 2.0 * gamma)
+                .collect();
+            match test.push(&scores).expect("simulated scores are in range") {
+                Step::Continue => {}
+                Step::Stop(v) => break v,
+            }
+        };
+        total += test.n();
+        match verdict {
+            Verdict::Same => {
+                let d = test.chosen().expect("SAME names a deployment")[1..]
+                    .parse::<usize>()
+                    .expect("d<index>");
+                out.same[d] += 1;
+            }
+            Verdict::Different => out.different += 1,
+            Verdict::Undecided => out.undecided += 1,
+        }
+    }
+    out.mean_queries = total as f64 / streams.max(1) as f64;
+    out
+}

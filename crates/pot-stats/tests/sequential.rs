@@ -222,3 +222,88 @@ fn scaling_scores_gamma_and_range_together_changes_nothing() {
         assert!((a.ci_upper * scale - b.ci_upper).abs() < 1e-9 * scale.max(1.0));
     }
 }
+
+/// With one deployment the deployment test is the sequential test, query for query.
+#[test]
+fn one_deployment_is_the_sequential_test() {
+    use pot_stats::{Arm, DeploymentTest};
+    let mut rng = pot_stats::simulate::Rng::new(11);
+    for mode in Mode::all() {
+        for mean in [0.0, 0.004, 0.012, 0.016, 0.02, 0.03] {
+            let scores: Vec<f64> = (0..mode.n_max)
+                .map(|_| (mean * 2.0 * rng.uniform()).min(1.0))
+                .collect();
+            let single = run_sequence(&mode, Method::Betting, 1.0, &scores).unwrap();
+            let arm = Arm {
+                name: "stored".into(),
+                gamma: mode.gamma,
+            };
+            let mut test = DeploymentTest::new(&mode, Method::Betting, 1.0, &[arm]).unwrap();
+            for &s in &scores {
+                if let Step::Stop(_) = test.push(&[s]).unwrap() {
+                    break;
+                }
+            }
+            let multi = test.outcome();
+            assert_eq!(
+                (multi.verdict, multi.n, multi.ci_lower, multi.ci_upper),
+                (single.verdict, single.n, single.ci_lower, single.ci_upper),
+                "{} mean {mean}",
+                mode.name
+            );
+        }
+    }
+}
+
+/// SAME names the deployment that explains the candidate; a wrong verdict stays under alpha
+/// when every deployment sits on its tolerance (monitored after every query).
+#[test]
+fn several_deployments_name_the_right_one_and_keep_alpha() {
+    use pot_stats::simulate::{Stream, tally_deployments};
+    let mode = Mode::quick_gate();
+    let below = Stream::Uniform {
+        mean: 0.1,
+        half_width: 0.1,
+    };
+    let far = Stream::EndPoints { p: 0.9 };
+    let arms = [(0.002, far), (0.0025, below), (0.016, far), (0.026, far)];
+    let t = tally_deployments(&mode, Method::Betting, &arms, 400, 5);
+    assert_eq!(t.same, vec![0, 400, 0, 0], "{t:?}");
+    let boundary = Stream::EndPoints { p: 0.5 };
+    let arms = [(0.002, boundary), (0.0025, boundary), (0.016, boundary)];
+    let streams = 1000;
+    let t = tally_deployments(&mode, Method::Betting, &arms, streams, 6);
+    let wrong = t.same.iter().sum::<u64>() + t.different;
+    let rate = wrong as f64 / streams as f64;
+    let se = (mode.alpha * (1.0 - mode.alpha) / streams as f64).sqrt();
+    assert!(rate <= mode.alpha + 2.0 * se, "{t:?}: rate {rate}");
+    let different = [(0.002, far), (0.0025, far), (0.016, far)];
+    let t = tally_deployments(&mode, Method::Betting, &different, 200, 7);
+    assert!(t.same == vec![0, 0, 0] && t.different >= 190, "{t:?}");
+}
+
+/// Path tolerances: the floor where the measured noise is zero, bf16's is the default preset,
+/// every one at least the floor and 2.5 times its noise.
+#[test]
+fn path_tolerances_follow_their_measured_noise() {
+    use pot_stats::{DEFAULT_GAMMA, GAMMA_FLOOR, Path, QUANTIZED_GAMMA};
+    assert_eq!(Path::Identical.tolerance().gamma, GAMMA_FLOOR);
+    assert!((Path::Bf16.tolerance().gamma - DEFAULT_GAMMA).abs() < 1e-12);
+    assert_eq!(Path::ServedUnmodelled.tolerance().gamma, QUANTIZED_GAMMA);
+    for path in [
+        Path::Identical,
+        Path::F16,
+        Path::Bf16,
+        Path::Int8Both,
+        Path::Int8One,
+        Path::ServedEmulated { q4_0: false },
+        Path::ServedEmulated { q4_0: true },
+    ] {
+        let t = path.tolerance();
+        assert!(
+            t.gamma >= GAMMA_FLOOR && t.gamma >= 2.5 * t.noise - 1e-12,
+            "{path:?}: {t:?}"
+        );
+        assert!(t.source.contains(path.name()));
+    }
+}
