@@ -35,7 +35,7 @@ fn parse_engine(name: &str) -> Result<String, String> {
 }
 
 impl EmulateArgs {
-    fn kv(&self) -> KvCache {
+    pub fn kv(&self) -> KvCache {
         KvCache::parse(&self.kv_cache).unwrap_or_default()
     }
 

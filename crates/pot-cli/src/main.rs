@@ -2,6 +2,7 @@
 
 mod challenges;
 mod decide;
+mod deployment;
 mod emulate;
 mod exit;
 mod models;

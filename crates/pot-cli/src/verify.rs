@@ -9,11 +9,12 @@ use pot_challenge_kdf::MasterKey;
 use pot_orchestrator::{
     Compute, Progress, Report, VerifyError, VerifyOptions, fingerprint_model, score_stream, verify,
 };
-use pot_scoring::{Arithmetic, Backend};
+use pot_scoring::Backend;
 use pot_stats::{Method, Mode, Tolerance};
 
 use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
+use crate::deployment::{self, Choice};
 use crate::emulate::{EmulateArgs, EmulateOneArgs};
 use crate::exit::{self, Failure};
 use crate::resources::ResourceArgs;
@@ -37,18 +38,25 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "audit", value_parser = parse_mode)]
     mode: Mode,
     /// Tolerance gamma on the mean score (total variation distance; the clip is 2 gamma).
-    /// `default` (0.016): SAME for the same weights in any encoding pot reads (GGUF vs its
-    /// F32/F16/BF16 export, f16/bf16 storage) on any backend; DIFFERENT for fine-tunes and
-    /// low-rank updates of 2 % of the weights' norm or more. `quantized` (0.072): also SAME for
-    /// Q8_0 / int8 copies of the same weights. Or a number, e.g. from `pot calibrate`.
-    /// The measured table behind both: docs/STATISTICS.md.
-    /// Against a served --model2 the default is `quantized`: serving engines compute in reduced
-    /// precision (llama.cpp's quantised matmuls score 0.026 on the same weights; measured in
-    /// docs/STATISTICS.md); `pot calibrate` measures a given server. With `--emulate llama.cpp`
-    /// against a llama-cpp-python server it is `default`: model 1 then computes what the engine
-    /// computes (docs/SERVED.md).
+    /// Without it, gamma follows the pair's path: the measured noise of exactly how the two
+    /// sides are stored and computed, times 2.5, at least 0.002 (0.002 for the same values
+    /// computed by pot, 0.0025 when one side is f16, 0.016 when bf16; docs/STATISTICS.md), or
+    /// each deployment's (--deployment). Presets: `default` (0.016): SAME for the same weights
+    /// in any encoding pot reads; `quantized` (0.072): also Q8_0 / int8 copies. Or a number,
+    /// e.g. from `pot calibrate`. Against a server pot does not emulate the default is
+    /// `quantized` (its arithmetic is not modelled; the report says what that cannot tell).
     #[arg(long, value_parser = Tolerance::parse)]
     tolerance: Option<Tolerance>,
+    /// Deployments of model 1 to test the candidate against, comma-separated: `auto`, `exact`
+    /// (model 1 as stored), file types made by llama.cpp's quantiser (`f16`, `bf16`, `q8_0`,
+    /// `q6_k`, `q5_k_m`, `q4_k_m`, `q4_0`, `q4_1`, ...; model 1 must be a GGUF) or a `.gguf`
+    /// file. SAME names the deployment that explains the candidate, DIFFERENT says none does;
+    /// the error rate stays at alpha over the set. Default `auto`: against a llama.cpp server
+    /// (llama-cpp-python) model 1 as stored and as F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_1 and
+    /// Q4_0, each computed as llama.cpp computes it; locally model 1 as stored, and the
+    /// candidate GGUF's file type when it differs.
+    #[arg(long, value_name = "LIST", value_parser = deployment::parse_list)]
+    deployment: Option<Vec<Choice>>,
     #[command(flatten)]
     key: KeyArgs,
     /// Run identifier (challenges differ per run id).
@@ -277,41 +285,87 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     };
     let key = run_key(&args.key, args.output.as_deref())?;
 
-    // A llama.cpp server against model 1 computed as llama.cpp computes it: the engine's own
-    // arithmetic is reproduced, so the noise a served default must swallow is gone.
-    let emulated_engine = served.as_ref().is_some_and(|s| {
-        s.model.api == pot_served::Api::LlamaCppPython
-            && matches!(args.emulate.arithmetic()[0], Arithmetic::LlamaCpp { .. })
-    });
-    let tolerance = args
-        .tolerance
-        .unwrap_or(if served.is_some() && !emulated_engine {
-            Tolerance::Quantized
-        } else {
-            Tolerance::Default
-        });
+    let arithmetic = args.emulate.arithmetic();
+    let enable_8bit = resources.limits.enable_8bit;
+    // The tolerance follows the pair's path (or each deployment's); a fingerprint reference and
+    // servers pot does not emulate keep the presets.
+    let decision = match (&args.reference, &served, &args.model1) {
+        (Some(_), _, _) => {
+            if args.deployment.is_some() {
+                return Err(exit::fail(
+                    exit::USAGE,
+                    anyhow!(
+                        "--deployment needs --model1 (a model file to build deployments from),                          not --reference"
+                    ),
+                ));
+            }
+            None
+        }
+        (None, Some(s), Some(model1)) => {
+            deployment::served(model1, args.deployment.as_deref(), s, args.emulate.kv())
+                .map_err(|e| exit::fail(exit::USAGE, e))?
+        }
+        (None, None, Some(model1)) => Some(
+            deployment::local(
+                model1,
+                &args.model2,
+                args.deployment.as_deref(),
+                arithmetic[0],
+                enable_8bit,
+            )
+            .map_err(|e| exit::fail(exit::LOAD_FAILED, e))?,
+        ),
+        _ => None,
+    };
+    let preset = if served.is_some() {
+        Tolerance::Quantized
+    } else {
+        Tolerance::Default
+    };
+    let mut deployments = decision
+        .as_ref()
+        .map(|d| d.deployments.clone())
+        .unwrap_or_default();
+    let (mode, reason) = match (args.tolerance, &decision) {
+        (Some(t), _) => {
+            for d in &mut deployments {
+                d.gamma = t.gamma();
+                d.gamma_source = "given with --tolerance".into();
+            }
+            (
+                args.mode.clone().with_tolerance(t),
+                "given with --tolerance".to_string(),
+            )
+        }
+        (None, Some(d)) => {
+            let mut mode = args.mode.clone().with_gamma(d.gamma);
+            mode.tolerance = "path".into();
+            (mode, d.reason.clone())
+        }
+        (None, None) if served.is_some() => (
+            args.mode.clone().with_tolerance(preset),
+            "quantized, the default against a server pot does not emulate (or a fingerprint \
+             reference): engines compute in reduced precision (llama.cpp serving a Q4_1 GGUF \
+             scores 0.026 on average against pot's f32 computation of the same weights; \
+             docs/STATISTICS.md), so the verdict cannot tell a change below gamma from the \
+             engine's own arithmetic; `pot calibrate` measures a given server"
+                .to_string(),
+        ),
+        (None, None) => (
+            args.mode.clone().with_tolerance(preset),
+            "default, the preset for a fingerprint reference (its encoding is not recorded)"
+                .to_string(),
+        ),
+    };
+    let tolerance = args.tolerance.unwrap_or(preset);
     if let Some(s) = served.as_mut() {
-        s.tolerance_reason = if args.tolerance.is_some() {
-            "given with --tolerance".into()
-        } else if emulated_engine {
-            "default: model 1 is computed as llama.cpp computes it (--emulate llama.cpp), so \
-             the same file served by llama-cpp-python scores 0 on a CPU of the same family \
-             (x86-64 with AVX-512; docs/SERVED.md, \"Engine-faithful arithmetic\"); on other \
-             CPUs the engine sums differently and `pot calibrate` measures the residual"
-                .into()
-        } else {
-            "quantized, the default against a served model: engines compute in reduced \
-             precision (llama.cpp serving a Q4_1 GGUF scores 0.026 on average against pot's f32 \
-             computation of the same weights, above the default tolerance's accept region; \
-             docs/STATISTICS.md); `pot calibrate` measures a given server"
-                .into()
-        };
+        s.tolerance_reason = reason.clone();
     }
     let opts = VerifyOptions {
         model1: args.model1.clone().unwrap_or_default(),
         model2: args.model2.clone(),
         reference: args.reference.clone(),
-        mode: args.mode.clone().with_tolerance(tolerance),
+        mode,
         method: Method::Betting,
         key,
         run_id: args.run_id.clone(),
@@ -320,7 +374,9 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         resources,
         weight_evidence: true,
         served,
-        arithmetic: args.emulate.arithmetic(),
+        arithmetic,
+        deployments,
+        tolerance_reason: reason,
     };
     // Two live models under --enable-8bit are quantised alike, so the same weights still score
     // near 0; a fingerprint's log-probs came from unquantised weights, and int8 against them
@@ -336,13 +392,6 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
                  tolerance: add --tolerance quantized, or drop --enable-8bit"
             ),
         ));
-    }
-    if opts.resources.limits.enable_8bit && tolerance == Tolerance::Default && !args.quiet {
-        eprintln!(
-            "note: --enable-8bit quantises both models alike, so identical weights still score 0; \
-             the same weights in two encodings (e.g. GGUF vs bf16) score up to ~0.013 under int8, \
-             near the default tolerance: add --tolerance quantized for such pairs (docs/STATISTICS.md)"
-        );
     }
     let printer = ProgressPrinter::new(args.quiet).json(args.progress == "json");
     let result = verify(&opts, |e| printer.show(e));
@@ -543,6 +592,8 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
         weight_evidence: false,
         served,
         arithmetic: args.emulate.arithmetic(),
+        deployments: Vec::new(),
+        tolerance_reason: "pot calibrate: scores only, no verdict".into(),
     };
     let printer = ProgressPrinter::new(args.quiet || args.json);
     let report = score_stream(opts, args.count, |e| printer.show(e))

@@ -10,6 +10,7 @@
 //! thread watches RSS and system memory; at the kill threshold or past the budget it cancels the
 //! work, and the report says "memory limit exceeded" with `success: false`.
 
+mod deployments;
 mod report;
 pub mod schema;
 mod served;
@@ -32,6 +33,7 @@ use pot_scoring::{
 use pot_security::compare_tokenizers;
 use pot_stats::{Method, Mode, SequentialTest, Step, Verdict};
 
+pub use deployments::{Deployment, DeploymentWeights};
 pub use report::{REPORT_VERSION, Report};
 pub use served::ServedCandidate;
 pub use stages::WeightEvidence;
@@ -89,6 +91,11 @@ pub struct VerifyOptions {
     /// How models 1 and 2 are computed when pot runs them: its own f32 arithmetic, or an
     /// engine's (`--emulate llama.cpp`: the reference as the serving engine computes it).
     pub arithmetic: [Arithmetic; 2],
+    /// Deployments of model 1 to test the candidate against (`--deployment`), each with its
+    /// own tolerance; empty: model 1 as stored under the mode's tolerance.
+    pub deployments: Vec<Deployment>,
+    /// Why the tolerance is what it is (the path and its measurement, or the preset given).
+    pub tolerance_reason: String,
 }
 
 /// Progress events for a front end to display.
@@ -125,6 +132,9 @@ pub enum VerifyError {
     MemoryLimit(String),
     #[error("served model: {0}")]
     Served(pot_served::ServedError),
+    /// A deployment could not be built or does not fit model 1.
+    #[error("deployment: {0}")]
+    Deployment(String),
 }
 
 impl From<pot_served::ServedError> for VerifyError {
@@ -292,6 +302,9 @@ fn pipeline(
     let commitment = challenge_stage.commitment();
     report.set_challenges(&commitment);
     let challenges = challenge_stage.challenges();
+    if !opts.deployments.is_empty() {
+        return deployments::pipeline(opts, &commitment, &challenges, report, monitor, progress);
+    }
     if let Some(served) = &opts.served {
         return served_pipeline(
             opts,

@@ -40,6 +40,7 @@ impl Report {
             ),
             "model2": opts.model2.display().to_string(),
             "mode": opts.mode,
+            "tolerance_reason": opts.tolerance_reason,
             "method": opts.method,
             "backend": opts.backend,
             "arithmetic": {
@@ -72,6 +73,7 @@ impl Report {
             },
             "peak_memory_gb": null,
             "served": null,
+            "deployments": null,
         });
         Self {
             value,
@@ -261,6 +263,51 @@ impl Report {
             .push(entry);
     }
 
+    /// Every deployment's score on the last traced query, in the order of `deployments`.
+    pub(crate) fn trace_deployment_scores(&mut self, scores: &[f64]) {
+        if let Some(last) = self.value["trace"]
+            .as_array_mut()
+            .and_then(|t| t.last_mut())
+        {
+            last["deployment_scores"] = json!(scores);
+        }
+    }
+
+    /// The deployments tested and where each stands: its tolerance and where that comes from,
+    /// its interval (simultaneous over the deployments) and its own verdict; the one SAME named
+    /// (or the closest, for any other verdict).
+    pub(crate) fn deployments(
+        &mut self,
+        deployments: &[crate::Deployment],
+        test: &pot_stats::DeploymentTest,
+    ) {
+        let rows: Vec<Value> = deployments
+            .iter()
+            .zip(test.outcomes())
+            .map(|(d, (name, o))| {
+                json!({
+                    "name": name,
+                    "description": d.describe(),
+                    "arithmetic": d.arithmetic.describe(),
+                    "gamma": d.gamma,
+                    "gamma_source": d.gamma_source,
+                    "confidence": o.confidence,
+                    "verdict": o.verdict,
+                    "n": o.n,
+                    "effect_size": o.effect_size,
+                    "mean_clipped": o.mean_clipped,
+                    "ci_lower": o.ci_lower,
+                    "ci_upper": o.ci_upper,
+                })
+            })
+            .collect();
+        self.value["deployments"] = json!({
+            "tested": rows,
+            "named": test.chosen(),
+            "rule": "SAME names a deployment whose interval lies below its tolerance; DIFFERENT                      when every deployment's lies above; each interval at confidence 1 - alpha/m                      (m deployments), so all hold at once with 1 - alpha (docs/STATISTICS.md)",
+        });
+    }
+
     pub(crate) fn decide(&mut self, outcome: Outcome) {
         self.value["enhanced_diff"] = json!({
             "decision": outcome.verdict.unwrap_or(Verdict::Undecided),
@@ -277,6 +324,22 @@ impl Report {
             "method": outcome.method,
             "diagnostic": outcome.diagnostic,
         });
+        if let Some(named) = self.value["deployments"]["named"]
+            .as_str()
+            .map(String::from)
+        {
+            let tested = &self.value["deployments"]["tested"];
+            let description = tested
+                .as_array()
+                .and_then(|t| t.iter().find(|d| d["name"] == named.as_str()))
+                .map(|d| d["description"].clone());
+            let verdict = outcome.verdict.unwrap_or(Verdict::Undecided);
+            self.value["enhanced_diff"]["deployment"] = json!({
+                "name": named,
+                "description": description,
+                "role": if verdict == Verdict::Same { "explains the candidate" } else { "closest" },
+            });
+        }
         self.statistical = Some(outcome);
     }
 

@@ -106,15 +106,19 @@ impl<'a> ServedStage<'a> {
         )
     }
 
-    /// One challenge: the engine's log-probs, the token check, the score.
+    /// One challenge: the engine's log-probs, the token check, the score against each
+    /// deployment's record of it (one request, whatever their number).
     fn score_one(
         &self,
-        record: &ChallengeRecord,
-    ) -> Result<(ChallengeScore, usize, usize), VerifyError> {
-        let (served, server_ids) = self.fetch(record)?;
-        let aligned = self.align(record, &served, server_ids.as_deref())?;
-        let score = score_known(record, &aligned.known, &aligned.next)?;
-        Ok((score, aligned.listed, aligned.unmapped))
+        records: &[&ChallengeRecord],
+    ) -> Result<(Vec<ChallengeScore>, usize, usize), VerifyError> {
+        let (served, server_ids) = self.fetch(records[0])?;
+        let aligned = self.align(records[0], &served, server_ids.as_deref())?;
+        let scores = records
+            .iter()
+            .map(|record| score_known(record, &aligned.known, &aligned.next))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((scores, aligned.listed, aligned.unmapped))
     }
 
     /// Checks the first challenge before the run. `Ok(Some(detail))` when the server's tokenizer
@@ -159,13 +163,29 @@ impl<'a> ServedStage<'a> {
 
 impl CandidateStage for ServedStage<'_> {
     fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, VerifyError> {
+        let mut scores = self.score_against(&[records])?;
+        Ok(scores.remove(0))
+    }
+
+    fn score_against(
+        &mut self,
+        records: &[&[ChallengeRecord]],
+    ) -> Result<Vec<Vec<ChallengeScore>>, VerifyError> {
+        let deployments = records.len();
+        let challenges = records.first().map_or(0, |r| r.len());
         let width = self.served.concurrency.max(1);
-        let mut scores = Vec::with_capacity(records.len());
-        for group in records.chunks(width) {
+        let mut scores: Vec<Vec<ChallengeScore>> =
+            vec![Vec::with_capacity(challenges); deployments];
+        let indices: Vec<usize> = (0..challenges).collect();
+        for group in indices.chunks(width) {
+            let this = &*self;
             let results: Vec<_> = std::thread::scope(|s| {
                 let handles: Vec<_> = group
                     .iter()
-                    .map(|r| s.spawn(|| self.score_one(r)))
+                    .map(|&c| {
+                        let of_c: Vec<&ChallengeRecord> = records.iter().map(|r| &r[c]).collect();
+                        s.spawn(move || this.score_one(&of_c))
+                    })
                     .collect();
                 handles
                     .into_iter()
@@ -173,11 +193,13 @@ impl CandidateStage for ServedStage<'_> {
                     .collect()
             });
             for result in results {
-                let (score, listed, unmapped) = result?;
+                let (per_deployment, listed, unmapped) = result?;
                 self.stats.listed += listed;
                 self.stats.unmapped += unmapped;
                 self.stats.requests += 1;
-                scores.push(score);
+                for (d, score) in per_deployment.into_iter().enumerate() {
+                    scores[d].push(score);
+                }
             }
         }
         Ok(scores)

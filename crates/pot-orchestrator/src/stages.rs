@@ -12,6 +12,7 @@ use pot_provenance::{TensorEncoding, TensorLeaf, TensorTree};
 use pot_scoring::{
     Arithmetic, Backend, ChallengeRecord, ChallengeScore, Engine, Fingerprint, FingerprintError,
     FingerprintHeader, FingerprintOptions, Residency, ScoringError, fingerprint, score_candidate,
+    score_candidate_against,
 };
 use pot_security::{ConfigHashes, FuzzyHash, ModelTlsh};
 use pot_stats::{Method, Mode, Outcome, SequentialTest, StatsError, Step};
@@ -34,6 +35,13 @@ pub trait ReferenceStage {
 /// served one: `served.rs`).
 pub trait CandidateStage {
     fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, VerifyError>;
+
+    /// Scores of the same challenges against several deployments' records (`records[d][c]`,
+    /// the result indexed the same way), querying the candidate once per challenge.
+    fn score_against(
+        &mut self,
+        records: &[&[ChallengeRecord]],
+    ) -> Result<Vec<Vec<ChallengeScore>>, VerifyError>;
 }
 
 /// The anytime-valid decision, fed one score at a time.
@@ -123,6 +131,13 @@ impl ReferenceStage for LiveModel<'_> {
 impl CandidateStage for LiveModel<'_> {
     fn score(&mut self, records: &[ChallengeRecord]) -> Result<Vec<ChallengeScore>, VerifyError> {
         Ok(score_candidate(&self.engine, records)?)
+    }
+
+    fn score_against(
+        &mut self,
+        records: &[&[ChallengeRecord]],
+    ) -> Result<Vec<Vec<ChallengeScore>>, VerifyError> {
+        Ok(score_candidate_against(&self.engine, records)?)
     }
 }
 

@@ -464,7 +464,7 @@ fn load_block(
 /// The families and settings whose llama.cpp arithmetic pot reproduces: the LLaMA block
 /// (llama, mistral, qwen2: RMSNorm, RoPE without scaling, SwiGLU) with a rotation over the
 /// whole head; anything else is refused by name rather than approximated.
-fn emulation_supported(c: &ModelConfig) -> Result<(), ScoringError> {
+pub fn emulation_supported(c: &ModelConfig) -> Result<(), ScoringError> {
     let refuse = |what: String| {
         Err(ScoringError::Backend(format!(
             "llama.cpp's arithmetic is emulated for the llama, mistral and qwen2 families with \

@@ -15,7 +15,7 @@ pub mod throughput;
 pub mod weights;
 
 pub use emulate::{Arithmetic, KvCache};
-pub use engine::{Backend, Engine, SequenceLogProbs};
+pub use engine::{Backend, Engine, SequenceLogProbs, emulation_supported};
 pub use error::ScoringError;
 pub use pot_fingerprint::{
     ChallengeRecord, ChallengeScore, DEFAULT_PREFIX, DEFAULT_TOP_K, Fingerprint, FingerprintError,
@@ -24,6 +24,6 @@ pub use pot_fingerprint::{
 };
 pub use scorer::{
     FingerprintOptions, check_same_vocabulary, config_sha256, encode_challenge, fingerprint,
-    score_candidate,
+    score_candidate, score_candidate_against,
 };
 pub use weights::{Int8Store, Residency};

@@ -128,6 +128,46 @@ pub fn fingerprint(
     Ok(Fingerprint { header, records })
 }
 
+/// Scores a candidate against several references' records of the same challenges (one
+/// deployment each: `references[d][c]`), with one forward pass for the batch; the result is
+/// indexed the same way. Every reference must hold the same token ids per challenge.
+pub fn score_candidate_against(
+    engine: &Engine,
+    references: &[&[ChallengeRecord]],
+) -> Result<Vec<Vec<ChallengeScore>>, ScoringError> {
+    let Some(first) = references.first() else {
+        return Ok(Vec::new());
+    };
+    for other in &references[1..] {
+        let same = other.len() == first.len()
+            && other
+                .iter()
+                .zip(first.iter())
+                .all(|(a, b)| a.token_ids == b.token_ids && a.first_scored == b.first_scored);
+        if !same {
+            return Err(ScoringError::Backend(
+                "the deployments' records are not of the same token ids".into(),
+            ));
+        }
+    }
+    let ids: Vec<Vec<u32>> = first.iter().map(|r| r.token_ids.clone()).collect();
+    let out = engine.forward(&ids)?;
+    let rows: Vec<Vec<&[f32]>> = out
+        .iter()
+        .map(|lp| (0..lp.len).map(|i| lp.row(i)).collect())
+        .collect();
+    Ok(references
+        .iter()
+        .map(|records| {
+            records
+                .iter()
+                .zip(&rows)
+                .map(|(r, rows)| score_challenge(r, rows))
+                .collect()
+        })
+        .collect())
+}
+
 /// Scores a candidate on some of a fingerprint's challenges (one forward pass for the batch).
 pub fn score_candidate(
     engine: &Engine,

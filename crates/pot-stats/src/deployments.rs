@@ -140,6 +140,11 @@ impl DeploymentTest {
         self.chosen.map(|d| self.arms[d].name.as_str())
     }
 
+    /// [`Self::chosen`]'s position in the order given to [`Self::new`].
+    pub fn chosen_index(&self) -> Option<usize> {
+        self.chosen
+    }
+
     /// The decision as one outcome: the chosen deployment's interval and tolerance with the
     /// overall verdict and the mode's alpha.
     pub fn outcome(&self) -> Outcome {

@@ -1,0 +1,320 @@
+//! `pot verify --deployment`: model 1's deployments built by pot (its port of llama.cpp's
+//! quantiser, and the engine's arithmetic where the candidate is served by llama.cpp), each
+//! fingerprinted on the run's challenges, the candidate scored against all of them on the same
+//! queries, and one [`DeploymentTest`] saying which deployment explains it (SAME, naming it),
+//! that none does (DIFFERENT), or UNDECIDED. docs/STATISTICS.md, "Several deployments", has the
+//! argument that the error rate stays at alpha over the set.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pot_challenge_kdf::{Challenge, Commitment};
+use pot_formats::quantize::FileType;
+use pot_formats::quantize_file::{QuantizeOptions, quantize_gguf};
+use pot_memory_governor::{Monitor, SystemMemory, plan};
+use pot_scoring::{Arithmetic, ChallengeRecord, Fingerprint, check_same_vocabulary};
+use pot_security::compare_tokenizers;
+use pot_stats::{Arm, DeploymentTest, Step};
+
+use crate::stages::{
+    CandidateStage, EvidenceStage, LiveModel, ReferenceStage, SecurityAndProvenance,
+};
+use crate::{
+    Progress, Report, VerifyError, VerifyOptions, check_monitor, header_for, open, residency,
+    served, workload,
+};
+
+/// How a deployment's weights come from model 1's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeploymentWeights {
+    /// Model 1 as stored.
+    Stored,
+    /// Model 1 (a GGUF) quantised to this file type by pot's port of `llama_model_quantize`
+    /// (byte-identical to llama.cpp's; a quantised model 1 is dequantised first, as
+    /// llama-quantize's `--allow-requantize`).
+    Quantized(FileType),
+    /// A file the user names as a deployment of model 1; pot does not check that it is one.
+    File(PathBuf),
+}
+
+/// A deployment of model 1 the candidate is tested against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deployment {
+    pub weights: DeploymentWeights,
+    /// How pot computes it: its own f32 arithmetic, or the serving engine's.
+    pub arithmetic: Arithmetic,
+    /// Its tolerance, from the measured noise of its path (`pot_stats::Path`).
+    pub gamma: f64,
+    /// Where `gamma` comes from, for the report.
+    pub gamma_source: String,
+}
+
+impl Deployment {
+    /// A short name: `stored`, the file type (`Q4_K_M`), or the file's name.
+    pub fn name(&self) -> String {
+        match &self.weights {
+            DeploymentWeights::Stored => "stored".into(),
+            DeploymentWeights::Quantized(t) => t.name().into(),
+            DeploymentWeights::File(p) => p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
+        }
+    }
+
+    /// One sentence for the report: "model 1 quantised to Q4_K_M by pot (llama.cpp's
+    /// quantiser), computed as llama.cpp computes it".
+    pub fn describe(&self) -> String {
+        let weights = match &self.weights {
+            DeploymentWeights::Stored => "model 1 as stored".to_string(),
+            DeploymentWeights::Quantized(t) => {
+                format!("model 1 quantised to {t} by pot (llama.cpp's quantiser, byte for byte)")
+            }
+            DeploymentWeights::File(p) => {
+                format!("{} (named as a deployment of model 1)", p.display())
+            }
+        };
+        let arithmetic = match self.arithmetic {
+            Arithmetic::Exact => "computed by pot in f32".to_string(),
+            other => format!("computed as {} computes it", other.describe()),
+        };
+        format!("{weights}, {arithmetic}")
+    }
+}
+
+/// The deployment pipeline (see the module doc). Model 1 must be a file.
+pub(crate) fn pipeline(
+    opts: &VerifyOptions,
+    commitment: &Commitment,
+    challenges: &[Challenge],
+    report: &mut Report,
+    monitor: &Monitor,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), VerifyError> {
+    let deployments = &opts.deployments;
+    if opts.reference.is_some() {
+        return Err(VerifyError::Deployment(
+            "--deployment needs model 1 as a model file to build its deployments from; a \
+             fingerprint is one deployment already (drop --deployment, or give --model1)"
+                .into(),
+        ));
+    }
+    let started = Instant::now();
+    progress(Progress::Stage("reading model 1"));
+    let side = open(&opts.model1)?;
+    report.model1_identity(&side.config_sha256, &side.vocab_sha256);
+    let work = workload(&side.tokenizer, challenges, opts.batch_size)?;
+    let limits = &opts.resources.limits;
+    if opts.weight_evidence {
+        let plan1 = plan(
+            &side.model.description(),
+            limits,
+            &work,
+            SystemMemory::read(),
+        )?;
+        progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
+        report.model1_evidence(&SecurityAndProvenance.evidence(&side.model, plan1.budget_bytes)?);
+        check_monitor(monitor)?;
+    }
+
+    // Each deployment built, fingerprinted on every challenge and released before the next
+    // (one model resident at a time, each under its own memory plan).
+    let scratch = tempfile::Builder::new()
+        .prefix("pot-deployments-")
+        .tempdir()
+        .map_err(|e| VerifyError::Deployment(format!("cannot create a scratch directory for the deployments: {e} (set TMPDIR to a directory with room for a copy of model 1)")))?;
+    let mut fingerprints: Vec<Fingerprint> = Vec::with_capacity(deployments.len());
+    for deployment in deployments {
+        let path = build(&opts.model1, deployment, scratch.path(), progress)?;
+        let built = open(&path)?;
+        if built.vocab_sha256 != side.vocab_sha256 {
+            return Err(VerifyError::Deployment(format!(
+                "deployment {} has another vocabulary than model 1; it cannot be a deployment of it",
+                path.display()
+            )));
+        }
+        let plan_d = plan(
+            &built.model.description(),
+            limits,
+            &work,
+            SystemMemory::read(),
+        )?;
+        check_monitor(monitor)?;
+        let stage = format!("fingerprinting deployment {}", deployment.name());
+        progress(Progress::Stage(&stage));
+        let live = LiveModel::load(
+            &built.model,
+            &built.tokenizer,
+            header_for(&built, &opts.run_id, commitment, None),
+            opts.backend,
+            residency(plan_d.strategy),
+            deployment.arithmetic,
+            monitor.cancel_flag(),
+        )?;
+        monitor.note("deployment loaded");
+        let fp = live.fingerprint_all(challenges, |done, total| {
+            progress(Progress::Fingerprinted { done, total })
+        })?;
+        drop(live);
+        monitor.note("deployment released");
+        check_monitor(monitor)?;
+        fingerprints.push(fp);
+    }
+    drop(scratch);
+    report.timing("deployments_s", started.elapsed().as_secs_f64());
+
+    let arms: Vec<Arm> = deployments
+        .iter()
+        .map(|d| Arm {
+            name: d.name(),
+            gamma: d.gamma,
+        })
+        .collect();
+    let mut test = DeploymentTest::new(&opts.mode, opts.method, 1.0, &arms)?;
+    let queries_started = Instant::now();
+    match &opts.served {
+        Some(served) => {
+            report.served(served, &served.tokenizer.vocab_sha256());
+            if side.vocab_sha256 != served.tokenizer.vocab_sha256() {
+                return Err(VerifyError::Served(pot_served::ServedError::Config(
+                    "the tokenizer used to check the server's tokens is not model 1's".into(),
+                )));
+            }
+            let mut candidate = served::ServedStage::new(served, challenges);
+            progress(Progress::Stage("checking the server's tokens"));
+            let first = fingerprints[0].records(&challenges[..1])?;
+            if let Some(detail) = candidate.check_first(&first[0])? {
+                report.tokenizer_mismatch(&detail);
+                return Ok(());
+            }
+            progress(Progress::Stage("scoring model 2 on its server"));
+            queries(
+                opts,
+                challenges,
+                &mut fingerprints,
+                &mut candidate,
+                &mut test,
+                report,
+                monitor,
+                progress,
+            )?;
+            report.served_alignment(&candidate.stats);
+        }
+        None => {
+            progress(Progress::Stage("reading model 2"));
+            let candidate = open(&opts.model2)?;
+            report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
+            report.tokenizer_report(&compare_tokenizers(&side.tokenizer, &candidate.tokenizer));
+            if let Err(e) = check_same_vocabulary(&side.tokenizer, &candidate.tokenizer) {
+                report.tokenizer_mismatch(&e.to_string());
+                return Ok(());
+            }
+            let plan2 = plan(
+                &candidate.model.description(),
+                limits,
+                &work,
+                SystemMemory::read(),
+            )?;
+            report.memory_plan(
+                None,
+                Some(&plan2),
+                "deployments fingerprinted one at a time, then model 2 loaded alone",
+            );
+            check_monitor(monitor)?;
+            progress(Progress::Stage("loading model 2"));
+            let mut live = LiveModel::load(
+                &candidate.model,
+                &candidate.tokenizer,
+                header_for(&candidate, &opts.run_id, commitment, None),
+                opts.backend,
+                residency(plan2.strategy),
+                opts.arithmetic[1],
+                monitor.cancel_flag(),
+            )?;
+            monitor.note("model 2 loaded");
+            progress(Progress::Stage("scoring model 2"));
+            queries(
+                opts,
+                challenges,
+                &mut fingerprints,
+                &mut live,
+                &mut test,
+                report,
+                monitor,
+                progress,
+            )?;
+        }
+    }
+    report.timing("queries_s", queries_started.elapsed().as_secs_f64());
+    report.deployments(deployments, &test);
+    report.decide(test.outcome());
+    Ok(())
+}
+
+/// Writes (or names) a deployment's model file.
+fn build(
+    model1: &Path,
+    deployment: &Deployment,
+    scratch: &Path,
+    progress: &mut impl FnMut(Progress),
+) -> Result<PathBuf, VerifyError> {
+    match &deployment.weights {
+        DeploymentWeights::Stored => Ok(model1.to_path_buf()),
+        DeploymentWeights::File(p) => Ok(p.clone()),
+        DeploymentWeights::Quantized(t) => {
+            let stage = format!("building deployment {t} (quantising model 1)");
+            progress(Progress::Stage(&stage));
+            let out = scratch.join(format!("{t}.gguf"));
+            let options = QuantizeOptions {
+                allow_requantize: true,
+            };
+            quantize_gguf(model1, *t, &out, options, |_, _| {})
+                .map_err(|e| VerifyError::Deployment(format!("building deployment {t}: {e}")))?;
+            Ok(out)
+        }
+    }
+}
+
+/// One query at a time against every deployment, a batch of challenges per request or pass.
+#[allow(clippy::too_many_arguments)]
+fn queries(
+    opts: &VerifyOptions,
+    challenges: &[Challenge],
+    fingerprints: &mut [Fingerprint],
+    candidate: &mut dyn CandidateStage,
+    test: &mut DeploymentTest,
+    report: &mut Report,
+    monitor: &Monitor,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), VerifyError> {
+    for batch in challenges.chunks(opts.batch_size.max(1)) {
+        check_monitor(monitor)?;
+        let records: Vec<Vec<ChallengeRecord>> = fingerprints
+            .iter_mut()
+            .map(|fp| fp.records(batch))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&[ChallengeRecord]> = records.iter().map(Vec::as_slice).collect();
+        let scores = candidate.score_against(&refs)?;
+        for c in 0..batch.len() {
+            let per_deployment: Vec<f64> = scores.iter().map(|s| s[c].score).collect();
+            let step = test.push(&per_deployment)?;
+            let outcome = test.outcome();
+            let shown = test.chosen_index().unwrap_or(0);
+            let score = &scores[shown][c];
+            progress(Progress::Scored {
+                query: outcome.n,
+                score: score.score,
+                cap: opts.mode.n_max,
+                mean: outcome.effect_size,
+                lower: outcome.ci_lower,
+                upper: outcome.ci_upper,
+            });
+            let family = batch[c].family.name();
+            report.trace(&records[shown][c], Some(family), score, &outcome);
+            report.trace_deployment_scores(&per_deployment);
+            if let Step::Stop(_) = step {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
