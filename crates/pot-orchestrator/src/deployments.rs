@@ -12,13 +12,11 @@ use pot_challenge_kdf::{Challenge, Commitment};
 use pot_formats::quantize::FileType;
 use pot_formats::quantize_file::{QuantizeOptions, quantize_gguf};
 use pot_memory_governor::{Monitor, SystemMemory, plan};
-use pot_scoring::{Arithmetic, ChallengeRecord, Fingerprint, check_same_vocabulary};
+use pot_scoring::{Arithmetic, ChallengeRecord, check_same_vocabulary};
 use pot_security::compare_tokenizers;
 use pot_stats::{Arm, DeploymentTest, Step};
 
-use crate::stages::{
-    CandidateStage, EvidenceStage, LiveModel, ReferenceStage, SecurityAndProvenance,
-};
+use crate::stages::{CandidateStage, EvidenceStage, LiveModel, SecurityAndProvenance};
 use crate::{
     Progress, Report, VerifyError, VerifyOptions, check_monitor, header_for, open, residency,
     served, workload,
@@ -116,51 +114,49 @@ pub(crate) fn pipeline(
         check_monitor(monitor)?;
     }
 
-    // Each deployment built, fingerprinted on every challenge and released before the next
-    // (one model resident at a time, each under its own memory plan).
+    // Each deployment's file built once; its records are computed in rounds (the first as many
+    // challenges as a verdict can need at the earliest, each next round twice the last), every
+    // deployment loaded, fingerprinted on the round's challenges and released before the next:
+    // one model resident at a time, each under its own memory plan, and a quick verdict does
+    // not pay for the query cap.
     let scratch = tempfile::Builder::new()
         .prefix("pot-deployments-")
         .tempdir()
-        .map_err(|e| VerifyError::Deployment(format!("cannot create a scratch directory for the deployments: {e} (set TMPDIR to a directory with room for a copy of model 1)")))?;
-    let mut fingerprints: Vec<Fingerprint> = Vec::with_capacity(deployments.len());
+        .map_err(|e| {
+            VerifyError::Deployment(format!(
+                "cannot create a scratch directory for the deployments: {e} (set TMPDIR to a \
+                 directory with room for a copy of model 1)"
+            ))
+        })?;
+    let mut paths = Vec::with_capacity(deployments.len());
     for deployment in deployments {
         let path = build(&opts.model1, deployment, scratch.path(), progress)?;
         let built = open(&path)?;
         if built.vocab_sha256 != side.vocab_sha256 {
             return Err(VerifyError::Deployment(format!(
-                "deployment {} has another vocabulary than model 1; it cannot be a deployment of it",
+                "{} has another vocabulary than model 1; it cannot be a deployment of it",
                 path.display()
             )));
         }
-        let plan_d = plan(
-            &built.model.description(),
-            limits,
-            &work,
-            SystemMemory::read(),
-        )?;
         check_monitor(monitor)?;
-        let stage = format!("fingerprinting deployment {}", deployment.name());
-        progress(Progress::Stage(&stage));
-        let live = LiveModel::load(
-            &built.model,
-            &built.tokenizer,
-            header_for(&built, &opts.run_id, commitment, None),
-            opts.backend,
-            residency(plan_d.strategy),
-            deployment.arithmetic,
-            monitor.cancel_flag(),
-        )?;
-        monitor.note("deployment loaded");
-        let fp = live.fingerprint_all(challenges, |done, total| {
-            progress(Progress::Fingerprinted { done, total })
-        })?;
-        drop(live);
-        monitor.note("deployment released");
-        check_monitor(monitor)?;
-        fingerprints.push(fp);
+        paths.push(path);
     }
-    drop(scratch);
-    report.timing("deployments_s", started.elapsed().as_secs_f64());
+    let first_round = (opts.mode.n_min as usize)
+        .max(1)
+        .next_multiple_of(opts.batch_size.max(1));
+    let mut references = Rounds {
+        opts,
+        commitment,
+        challenges,
+        work: &work,
+        deployments,
+        paths,
+        records: vec![Vec::new(); deployments.len()],
+        next_round: first_round,
+        monitor,
+        seconds: 0.0,
+    };
+    report.timing("deployments_built_s", started.elapsed().as_secs_f64());
 
     let arms: Vec<Arm> = deployments
         .iter()
@@ -181,7 +177,7 @@ pub(crate) fn pipeline(
             }
             let mut candidate = served::ServedStage::new(served, challenges);
             progress(Progress::Stage("checking the server's tokens"));
-            let first = fingerprints[0].records(&challenges[..1])?;
+            let first = references.records(&challenges[..1], progress)?.remove(0);
             if let Some(detail) = candidate.check_first(&first[0])? {
                 report.tokenizer_mismatch(&detail);
                 return Ok(());
@@ -190,7 +186,7 @@ pub(crate) fn pipeline(
             queries(
                 opts,
                 challenges,
-                &mut fingerprints,
+                &mut references,
                 &mut candidate,
                 &mut test,
                 report,
@@ -235,7 +231,7 @@ pub(crate) fn pipeline(
             queries(
                 opts,
                 challenges,
-                &mut fingerprints,
+                &mut references,
                 &mut live,
                 &mut test,
                 report,
@@ -245,6 +241,9 @@ pub(crate) fn pipeline(
         }
     }
     report.timing("queries_s", queries_started.elapsed().as_secs_f64());
+    report.timing("deployments_fingerprint_s", references.seconds);
+    drop(references);
+    drop(scratch);
     report.deployments(deployments, &test);
     report.decide(test.outcome());
     Ok(())
@@ -279,7 +278,7 @@ fn build(
 fn queries(
     opts: &VerifyOptions,
     challenges: &[Challenge],
-    fingerprints: &mut [Fingerprint],
+    references: &mut Rounds,
     candidate: &mut dyn CandidateStage,
     test: &mut DeploymentTest,
     report: &mut Report,
@@ -288,10 +287,7 @@ fn queries(
 ) -> Result<(), VerifyError> {
     for batch in challenges.chunks(opts.batch_size.max(1)) {
         check_monitor(monitor)?;
-        let records: Vec<Vec<ChallengeRecord>> = fingerprints
-            .iter_mut()
-            .map(|fp| fp.records(batch))
-            .collect::<Result<_, _>>()?;
+        let records = references.records(batch, progress)?;
         let refs: Vec<&[ChallengeRecord]> = records.iter().map(Vec::as_slice).collect();
         let scores = candidate.score_against(&refs)?;
         for c in 0..batch.len() {
@@ -317,4 +313,88 @@ fn queries(
         }
     }
     Ok(())
+}
+
+/// The deployments' records, computed round by round as the queries reach them.
+struct Rounds<'a> {
+    opts: &'a VerifyOptions,
+    commitment: &'a Commitment,
+    challenges: &'a [Challenge],
+    work: &'a pot_memory_governor::Workload,
+    deployments: &'a [Deployment],
+    paths: Vec<PathBuf>,
+    /// Per deployment, the records of the challenges fingerprinted so far, in order.
+    records: Vec<Vec<ChallengeRecord>>,
+    /// Challenges the next round adds.
+    next_round: usize,
+    monitor: &'a Monitor,
+    /// Time spent fingerprinting.
+    seconds: f64,
+}
+
+impl Rounds<'_> {
+    /// Every deployment's records of `batch` (`[d][c]`), running rounds until they are there.
+    fn records(
+        &mut self,
+        batch: &[Challenge],
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<Vec<Vec<ChallengeRecord>>, VerifyError> {
+        let needed = batch
+            .iter()
+            .filter_map(|c| self.challenges.iter().position(|x| x.index == c.index))
+            .max()
+            .map_or(0, |p| p + 1);
+        while self.records[0].len() < needed {
+            self.round(progress)?;
+        }
+        Ok(self
+            .records
+            .iter()
+            .map(|records| {
+                batch
+                    .iter()
+                    .filter_map(|c| records.iter().find(|r| r.index == c.index).cloned())
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn round(&mut self, progress: &mut impl FnMut(Progress)) -> Result<(), VerifyError> {
+        let started = Instant::now();
+        let from = self.records[0].len();
+        let to = (from + self.next_round).min(self.challenges.len());
+        self.next_round *= 2;
+        let round = &self.challenges[from..to];
+        for (d, deployment) in self.deployments.iter().enumerate() {
+            let side = open(&self.paths[d])?;
+            let limits = &self.opts.resources.limits;
+            let plan_d = plan(&side.model.description(), limits, self.work, SystemMemory::read())?;
+            check_monitor(self.monitor)?;
+            let stage = format!(
+                "fingerprinting deployment {} (challenges {}..{to})",
+                deployment.name(),
+                from + 1
+            );
+            progress(Progress::Stage(&stage));
+            let live = LiveModel::load(
+                &side.model,
+                &side.tokenizer,
+                header_for(&side, &self.opts.run_id, self.commitment, None),
+                self.opts.backend,
+                residency(plan_d.strategy),
+                deployment.arithmetic,
+                self.monitor.cancel_flag(),
+            )?;
+            self.monitor.note("deployment loaded");
+            let fp = live.fingerprint_all(round, |done, total| {
+                progress(Progress::Fingerprinted { done, total })
+            })?;
+            drop(live);
+            self.monitor.note("deployment released");
+            check_monitor(self.monitor)?;
+            self.records[d].extend(fp.records);
+        }
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
 }

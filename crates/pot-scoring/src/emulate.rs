@@ -469,6 +469,14 @@ impl BlockMatrix {
             // SAFETY: the CPU has AVX-512 VNNI on 256-bit registers (checked).
             return unsafe { self.block_small_vnni(j0, width, a, out) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if has_vnni()
+            && matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
+            && self.cols.is_multiple_of(16)
+        {
+            // SAFETY: the CPU has AVX-512F (checked with VNNI).
+            return unsafe { self.block_f32_zmm(j0, width, a, out) };
+        }
         // Inputs in chunks that stay in L1 while the block's weight rows pass over them.
         const ROWS: usize = 32;
         for i0 in (0..a.rows).step_by(ROWS) {
@@ -525,6 +533,27 @@ impl BlockMatrix {
                 unsafe {
                     small_tile_vnni::<1, 1, SIGNED, REPACKED>(self, j0 + dj, a, i, out, width, dj)
                 };
+            }
+        }
+    }
+
+    /// [`Self::block`] for F32/F16/BF16 weights: tinyBLAS's sixteen-lane accumulator per
+    /// output in one 512-bit register, in tiles of four weight rows by four inputs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn block_f32_zmm(&self, j0: usize, width: usize, a: &Input, out: &mut [f32]) {
+        let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
+        for i in (0..full_i).step_by(4) {
+            for dj in (0..full_j).step_by(4) {
+                // SAFETY: the caller checked the CPU; the rows and inputs exist.
+                unsafe { f32_tile_zmm::<4, 4>(self, j0 + dj, a, i, out, width, dj) };
+            }
+        }
+        for i in 0..a.rows {
+            let dj0 = if i < full_i { full_j } else { 0 };
+            for dj in dj0..width {
+                // SAFETY: as above, one row by one input.
+                unsafe { f32_tile_zmm::<1, 1>(self, j0 + dj, a, i, out, width, dj) };
             }
         }
     }
@@ -985,6 +1014,51 @@ unsafe fn small_tile_zmm<const R: usize, const CP: usize, const SIGNED: bool>(
                 let l: [f32; 8] = lanes[8 * half..8 * half + 8].try_into().unwrap();
                 out[(i + c) * width + dj + r] = hsum8(l) + summs;
             }
+        }
+    }
+}
+
+/// `R x C` outputs of an F32/F16/BF16 weight in 512-bit registers: one sixteen-lane `fma`
+/// accumulator per output over the depth, then [`hsum_pair`] (tinyBLAS's AVX-512 kernel;
+/// the same operations as [`BlockMatrix::dot_with`]). Needs `cols` a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn f32_tile_zmm<const R: usize, const C: usize>(
+    m: &BlockMatrix,
+    j: usize,
+    a: &Input,
+    i: usize,
+    out: &mut [f32],
+    width: usize,
+    dj: usize,
+) {
+    use std::arch::x86_64::*;
+    let k = m.cols;
+    assert!(k.is_multiple_of(16) && (j + R) * k <= m.f.len() && (i + C) * k <= a.f.len());
+    assert!((i + C - 1) * width + dj + R <= out.len());
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for c16 in (0..k).step_by(16) {
+        let mut xv = [_mm512_setzero_ps(); C];
+        for c in 0..C {
+            // SAFETY: values c16 .. c16 + 16 of input i + c lie inside a.f (asserted above).
+            xv[c] = unsafe { _mm512_loadu_ps(a.f.as_ptr().add((i + c) * k + c16)) };
+        }
+        for r in 0..R {
+            // SAFETY: values c16 .. c16 + 16 of row j + r lie inside m.f (asserted above).
+            let wv = unsafe { _mm512_loadu_ps(m.f.as_ptr().add((j + r) * k + c16)) };
+            for c in 0..C {
+                acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let mut lanes = [0f32; 16];
+            // SAFETY: the array holds sixteen f32 (an unaligned store).
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][c]) };
+            let (lo, hi) = lanes.split_at(8);
+            out[(i + c) * width + dj + r] =
+                hsum_pair([lo.try_into().unwrap(), hi.try_into().unwrap()]);
         }
     }
 }
@@ -1549,6 +1623,8 @@ mod tests {
             DType::Q5_K,
             DType::Q6_K,
             DType::F16,
+            DType::F32,
+            DType::BF16,
         ] {
             for rows in [8, 13, 40] {
                 let weights: Vec<f32> = (0..rows as u32)

@@ -111,5 +111,5 @@ impl Path {
 /// Up to the next multiple of 0.0005 (tolerances read as measured figures, not as artefacts
 /// of a product).
 fn round_up(g: f64) -> f64 {
-    ((g / 0.0005) - 1e-9).ceil() * 0.0005
+    ((g * 2000.0) - 1e-9).ceil() / 2000.0
 }
