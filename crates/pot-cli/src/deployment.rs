@@ -30,6 +30,15 @@ pub enum Choice {
     Weights(DeploymentWeights),
 }
 
+/// `--deployment`'s list (one clap value: a newtype, so clap does not read it as many).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChoiceList(pub Vec<Choice>);
+
+/// [`parse_list`] for clap.
+pub fn parse_choice_list(text: &str) -> Result<ChoiceList, String> {
+    parse_list(text).map(ChoiceList)
+}
+
 /// `auto`, `exact` (or `stored`), a file type (`f16`, `bf16`, `q8_0`, `q6_k`, `q5_k_m`,
 /// `q4_k_m`, `q4_0`, ...), or a `.gguf` file; several separated by commas.
 pub fn parse_list(text: &str) -> Result<Vec<Choice>, String> {

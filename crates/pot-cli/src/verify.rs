@@ -14,7 +14,7 @@ use pot_stats::{Method, Mode, Tolerance};
 
 use crate::challenges::KeyArgs;
 use crate::decide::parse_mode;
-use crate::deployment::{self, Choice};
+use crate::deployment::{self, ChoiceList};
 use crate::emulate::{EmulateArgs, EmulateOneArgs};
 use crate::exit::{self, Failure};
 use crate::resources::ResourceArgs;
@@ -55,8 +55,8 @@ pub struct VerifyArgs {
     /// (llama-cpp-python) model 1 as stored and as F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_1 and
     /// Q4_0, each computed as llama.cpp computes it; locally model 1 as stored, and the
     /// candidate GGUF's file type when it differs.
-    #[arg(long, value_name = "LIST", value_parser = deployment::parse_list)]
-    deployment: Option<Vec<Choice>>,
+    #[arg(long, value_name = "LIST", value_parser = deployment::parse_choice_list)]
+    deployment: Option<ChoiceList>,
     #[command(flatten)]
     key: KeyArgs,
     /// Run identifier (challenges differ per run id).
@@ -289,7 +289,11 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
     let enable_8bit = resources.limits.enable_8bit;
     // The tolerance follows the pair's path (or each deployment's); a fingerprint reference and
     // servers pot does not emulate keep the presets.
+    // A preset or number given with --tolerance and no --deployment: model 1 as stored under it.
+    let explicit_tolerance = args.tolerance.is_some() && args.deployment.is_none();
+    let choices = args.deployment.as_ref().map(|l| l.0.as_slice());
     let decision = match (&args.reference, &served, &args.model1) {
+        _ if explicit_tolerance => None,
         (Some(_), _, _) => {
             if args.deployment.is_some() {
                 return Err(exit::fail(
@@ -301,19 +305,11 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
             }
             None
         }
-        (None, Some(s), Some(model1)) => {
-            deployment::served(model1, args.deployment.as_deref(), s, args.emulate.kv())
-                .map_err(|e| exit::fail(exit::USAGE, e))?
-        }
+        (None, Some(s), Some(model1)) => deployment::served(model1, choices, s, args.emulate.kv())
+            .map_err(|e| exit::fail(exit::USAGE, e))?,
         (None, None, Some(model1)) => Some(
-            deployment::local(
-                model1,
-                &args.model2,
-                args.deployment.as_deref(),
-                arithmetic[0],
-                enable_8bit,
-            )
-            .map_err(|e| exit::fail(exit::LOAD_FAILED, e))?,
+            deployment::local(model1, &args.model2, choices, arithmetic[0], enable_8bit)
+                .map_err(|e| exit::fail(exit::LOAD_FAILED, e))?,
         ),
         _ => None,
     };

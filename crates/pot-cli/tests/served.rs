@@ -130,11 +130,33 @@ fn a_served_model_is_verified_through_its_server() {
     let served = &report["served"];
     assert_eq!(served["api"], "llama-cpp-python");
     assert!(served["model"].as_str().unwrap().ends_with(SMOLLM2_135M));
+    // The default against a llama.cpp server: model 1's deployments, each computed as
+    // llama.cpp computes it; the file served is model 1 as stored, and SAME names it.
     assert!(
         served["tolerance_reason"]
             .as_str()
             .unwrap()
-            .contains("quantized")
+            .contains("deployments"),
+        "{}",
+        served["tolerance_reason"]
+    );
+    assert_eq!(report["mode"]["tolerance"], "path");
+    assert_eq!(
+        report["deployments"]["named"], "stored",
+        "{}",
+        report["deployments"]
+    );
+    assert_eq!(report["enhanced_diff"]["deployment"]["name"], "stored");
+    let tested = report["deployments"]["tested"].as_array().unwrap();
+    assert_eq!(
+        tested.len(),
+        7,
+        "stored plus six other file types: {tested:?}"
+    );
+    assert!(
+        tested
+            .iter()
+            .all(|d| d["arithmetic"] == "llama.cpp (kv f16)")
     );
     assert!(served["requests"].as_u64().unwrap() >= 8);
     assert_eq!(report["security"]["tokenizer"]["verdict"], "identical");
@@ -143,14 +165,47 @@ fn a_served_model_is_verified_through_its_server() {
         assert!(!text.contains(secret));
     }
     println!(
-        "served SmolLM2 (llama.cpp, Q4_1 compute) vs local f32: {} after {} queries, mean {:.5}",
+        "served SmolLM2 (llama.cpp, Q4_1) vs its deployments: {} ({}) after {} queries, mean {:.5}",
         report["final_decision"],
+        report["deployments"]["named"],
         report["enhanced_diff"]["n_effective"],
         report["enhanced_diff"]["effect_size"]
     );
 
-    // Model 1 computed as llama.cpp computes it: the same file scores exactly 0 (the server
-    // runs on this machine's CPU), so the served default tolerance is the strict one.
+    // A preset given: model 1 as stored under it, computed by pot in f32 (the engine's own
+    // arithmetic then scores ~0.026, inside `quantized`).
+    let out = verify_served(
+        &server,
+        &key,
+        "llama-cpp-python",
+        &[
+            "--model1",
+            &smol.display().to_string(),
+            "--tolerance",
+            "quantized",
+            "-o",
+            &out_path.display().to_string(),
+        ],
+        &[],
+    );
+    let report_text = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{report_text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&report_text).unwrap();
+    assert_eq!(report["final_decision"], "SAME");
+    assert_eq!(report["mode"]["tolerance"], "quantized");
+    assert!(report["deployments"].is_null());
+    assert_eq!(
+        report["served"]["tolerance_reason"],
+        "given with --tolerance"
+    );
+
+    // Model 1 as stored, computed as llama.cpp computes it: the same file scores exactly 0 (the
+    // server runs on this machine's CPU), under the tolerance of that path.
     let out = verify_served(
         &server,
         &key,
@@ -160,6 +215,8 @@ fn a_served_model_is_verified_through_its_server() {
             &smol.display().to_string(),
             "--emulate",
             "llama.cpp",
+            "--deployment",
+            "exact",
             "-o",
             &out_path.display().to_string(),
         ],
@@ -169,14 +226,9 @@ fn a_served_model_is_verified_through_its_server() {
     assert_eq!(out.status.code(), Some(0), "{report_text}");
     let report: Value = serde_json::from_str(&report_text).unwrap();
     assert_eq!(report["final_decision"], "SAME");
-    assert_eq!(report["mode"]["tolerance"], "default", "{}", report["mode"]);
+    assert_eq!(report["mode"]["tolerance"], "path", "{}", report["mode"]);
     assert_eq!(report["arithmetic"]["model1"], "llama.cpp (kv f16)");
-    assert!(
-        report["served"]["tolerance_reason"]
-            .as_str()
-            .unwrap()
-            .contains("--emulate llama.cpp")
-    );
+    assert_eq!(report["deployments"]["tested"].as_array().unwrap().len(), 1);
     // Most challenges score 0 up to the two sides' f32 log-softmax (~4e-7; pot's f32 pass
     // scores ~0.026 each); a few carry the served scorer's own residual (docs/SERVED.md), inside
     // the accept region.

@@ -96,7 +96,6 @@ pub(crate) fn pipeline(
                 .into(),
         ));
     }
-    let started = Instant::now();
     progress(Progress::Stage("reading model 1"));
     let side = open(&opts.model1)?;
     report.model1_identity(&side.config_sha256, &side.vocab_sha256);
@@ -114,11 +113,11 @@ pub(crate) fn pipeline(
         check_monitor(monitor)?;
     }
 
-    // Each deployment's file built once; its records are computed in rounds (the first as many
-    // challenges as a verdict can need at the earliest, each next round twice the last), every
-    // deployment loaded, fingerprinted on the round's challenges and released before the next:
-    // one model resident at a time, each under its own memory plan, and a quick verdict does
-    // not pay for the query cap.
+    // Each deployment's file built when first needed; its records are computed in rounds (the
+    // first as many challenges as a verdict can need at the earliest, each next round twice the
+    // last), every deployment loaded, fingerprinted on the round's challenges and released
+    // before the next: one model resident at a time, each under its own memory plan, and a
+    // quick verdict does not pay for the query cap.
     let scratch = tempfile::Builder::new()
         .prefix("pot-deployments-")
         .tempdir()
@@ -128,19 +127,6 @@ pub(crate) fn pipeline(
                  directory with room for a copy of model 1)"
             ))
         })?;
-    let mut paths = Vec::with_capacity(deployments.len());
-    for deployment in deployments {
-        let path = build(&opts.model1, deployment, scratch.path(), progress)?;
-        let built = open(&path)?;
-        if built.vocab_sha256 != side.vocab_sha256 {
-            return Err(VerifyError::Deployment(format!(
-                "{} has another vocabulary than model 1; it cannot be a deployment of it",
-                path.display()
-            )));
-        }
-        check_monitor(monitor)?;
-        paths.push(path);
-    }
     let first_round = (opts.mode.n_min as usize)
         .max(1)
         .next_multiple_of(opts.batch_size.max(1));
@@ -150,13 +136,14 @@ pub(crate) fn pipeline(
         challenges,
         work: &work,
         deployments,
-        paths,
+        scratch: scratch.path(),
+        vocab: side.vocab_sha256.clone(),
+        paths: vec![None; deployments.len()],
         records: vec![Vec::new(); deployments.len()],
         next_round: first_round,
         monitor,
         seconds: 0.0,
     };
-    report.timing("deployments_built_s", started.elapsed().as_secs_f64());
 
     let arms: Vec<Arm> = deployments
         .iter()
@@ -177,8 +164,8 @@ pub(crate) fn pipeline(
             }
             let mut candidate = served::ServedStage::new(served, challenges);
             progress(Progress::Stage("checking the server's tokens"));
-            let first = references.records(&challenges[..1], progress)?.remove(0);
-            if let Some(detail) = candidate.check_first(&first[0])? {
+            let first = references.probe(progress)?;
+            if let Some(detail) = candidate.check_first(&first)? {
                 report.tokenizer_mismatch(&detail);
                 return Ok(());
             }
@@ -241,7 +228,7 @@ pub(crate) fn pipeline(
         }
     }
     report.timing("queries_s", queries_started.elapsed().as_secs_f64());
-    report.timing("deployments_fingerprint_s", references.seconds);
+    report.timing("deployments_s", references.seconds);
     drop(references);
     drop(scratch);
     report.deployments(deployments, &test);
@@ -322,13 +309,17 @@ struct Rounds<'a> {
     challenges: &'a [Challenge],
     work: &'a pot_memory_governor::Workload,
     deployments: &'a [Deployment],
-    paths: Vec<PathBuf>,
+    /// Where derived deployments are written, and model 1's vocabulary digest they must keep.
+    scratch: &'a Path,
+    vocab: String,
+    /// Each deployment's file, once built.
+    paths: Vec<Option<PathBuf>>,
     /// Per deployment, the records of the challenges fingerprinted so far, in order.
     records: Vec<Vec<ChallengeRecord>>,
     /// Challenges the next round adds.
     next_round: usize,
     monitor: &'a Monitor,
-    /// Time spent fingerprinting.
+    /// Time spent building and fingerprinting.
     seconds: f64,
 }
 
@@ -359,40 +350,95 @@ impl Rounds<'_> {
             .collect())
     }
 
+    /// Deployment `d`'s file, built on first use.
+    fn path(
+        &mut self,
+        d: usize,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<PathBuf, VerifyError> {
+        if let Some(p) = &self.paths[d] {
+            return Ok(p.clone());
+        }
+        let path = build(
+            &self.opts.model1,
+            &self.deployments[d],
+            self.scratch,
+            progress,
+        )?;
+        if open(&path)?.vocab_sha256 != self.vocab {
+            return Err(VerifyError::Deployment(format!(
+                "{} has another vocabulary than model 1; it cannot be a deployment of it",
+                path.display()
+            )));
+        }
+        self.paths[d] = Some(path.clone());
+        Ok(path)
+    }
+
+    /// Deployment `d` fingerprinted on `challenges` (loaded, run, released).
+    fn fingerprint(
+        &mut self,
+        d: usize,
+        challenges: &[Challenge],
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<Vec<ChallengeRecord>, VerifyError> {
+        let path = self.path(d, progress)?;
+        let side = open(&path)?;
+        let limits = &self.opts.resources.limits;
+        let plan_d = plan(
+            &side.model.description(),
+            limits,
+            self.work,
+            SystemMemory::read(),
+        )?;
+        check_monitor(self.monitor)?;
+        let live = LiveModel::load(
+            &side.model,
+            &side.tokenizer,
+            header_for(&side, &self.opts.run_id, self.commitment, None),
+            self.opts.backend,
+            residency(plan_d.strategy),
+            self.deployments[d].arithmetic,
+            self.monitor.cancel_flag(),
+        )?;
+        self.monitor.note("deployment loaded");
+        let fp = live.fingerprint_all(challenges, |done, total| {
+            progress(Progress::Fingerprinted { done, total })
+        })?;
+        drop(live);
+        self.monitor.note("deployment released");
+        check_monitor(self.monitor)?;
+        Ok(fp.records)
+    }
+
+    /// The first deployment's record of the first challenge alone (the server's token check
+    /// runs before any other deployment is built).
+    fn probe(
+        &mut self,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<ChallengeRecord, VerifyError> {
+        let started = Instant::now();
+        let first = &self.challenges[..1];
+        let record = self.fingerprint(0, first, progress)?.remove(0);
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(record)
+    }
+
     fn round(&mut self, progress: &mut impl FnMut(Progress)) -> Result<(), VerifyError> {
         let started = Instant::now();
         let from = self.records[0].len();
         let to = (from + self.next_round).min(self.challenges.len());
         self.next_round *= 2;
         let round = &self.challenges[from..to];
-        for (d, deployment) in self.deployments.iter().enumerate() {
-            let side = open(&self.paths[d])?;
-            let limits = &self.opts.resources.limits;
-            let plan_d = plan(&side.model.description(), limits, self.work, SystemMemory::read())?;
-            check_monitor(self.monitor)?;
+        for d in 0..self.deployments.len() {
             let stage = format!(
                 "fingerprinting deployment {} (challenges {}..{to})",
-                deployment.name(),
+                self.deployments[d].name(),
                 from + 1
             );
             progress(Progress::Stage(&stage));
-            let live = LiveModel::load(
-                &side.model,
-                &side.tokenizer,
-                header_for(&side, &self.opts.run_id, self.commitment, None),
-                self.opts.backend,
-                residency(plan_d.strategy),
-                deployment.arithmetic,
-                self.monitor.cancel_flag(),
-            )?;
-            self.monitor.note("deployment loaded");
-            let fp = live.fingerprint_all(round, |done, total| {
-                progress(Progress::Fingerprinted { done, total })
-            })?;
-            drop(live);
-            self.monitor.note("deployment released");
-            check_monitor(self.monitor)?;
-            self.records[d].extend(fp.records);
+            let records = self.fingerprint(d, round, progress)?;
+            self.records[d].extend(records);
         }
         self.seconds += started.elapsed().as_secs_f64();
         Ok(())
