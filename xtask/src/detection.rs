@@ -7,11 +7,11 @@
 //! threads, int8). Writes the table between markers in docs/STATISTICS.md and a JSON copy
 //! under the fixtures cache.
 
-use std::path::{Path, PathBuf};
+use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use pot_stats::{Method, Mode, SequentialTest, Step, Tolerance, Verdict};
+use pot_stats::{Method, Mode, Path, SequentialTest, Step, Tolerance, Verdict};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -31,10 +31,13 @@ struct Pair {
     model2: PathBuf,
     /// Extra `pot calibrate` arguments (e.g. `--enable-8bit`).
     extra: Vec<String>,
+    /// The path `pot verify` sets its default tolerance from for this pair (the encodings of
+    /// the two sides: pot-cli's `deployment::local_path`).
+    path: Path,
 }
 
 /// The public key of the table's runs: SHA-256 of a fixed phrase (a test key, never a secret).
-fn key_file(dir: &Path) -> Result<PathBuf> {
+fn key_file(dir: &FsPath) -> Result<PathBuf> {
     let path = dir.join("detection.key");
     let key = hex::encode(Sha256::digest(b"pot detection table v1 (public test key)"));
     std::fs::write(&path, key)?;
@@ -63,7 +66,7 @@ fn pot() -> Result<PathBuf> {
 }
 
 /// The scores of the first `n` challenges (`pot calibrate --json`).
-fn stream(pot: &Path, key: &Path, pair: &Pair, n: u64) -> Result<Vec<f64>> {
+fn stream(pot: &FsPath, key: &FsPath, pair: &Pair, n: u64) -> Result<Vec<f64>> {
     let started = std::time::Instant::now();
     let out = Command::new(pot)
         .arg("calibrate")
@@ -131,31 +134,43 @@ fn tolerances() -> [Tolerance; 2] {
     [Tolerance::Default, Tolerance::Quantized]
 }
 
-/// Every mode under every tolerance replayed over `scores` (default quick/audit/extended, then
-/// quantized), `None` where the stream ended before the test stopped.
-fn verdicts(scores: &[f64]) -> Vec<Option<Decided>> {
-    tolerances()
+/// Every mode under the pair's path tolerance (`pot verify`'s default), then under each preset
+/// (default quick/audit/extended, then quantized), replayed over `scores`; `None` where the
+/// stream ended before the test stopped.
+fn settings(path: Path) -> Vec<Mode> {
+    let gamma = path.tolerance().gamma;
+    Mode::all()
+        .map(|m| m.with_gamma(gamma))
         .into_iter()
-        .flat_map(|t| Mode::all().map(|m| m.with_tolerance(t)))
-        .map(|mode| replay(&mode, scores))
+        .chain(
+            tolerances()
+                .into_iter()
+                .flat_map(|t| Mode::all().map(|m| m.with_tolerance(t))),
+        )
+        .collect()
+}
+
+fn verdicts(scores: &[f64], path: Path) -> Vec<Option<Decided>> {
+    settings(path)
+        .iter()
+        .map(|mode| replay(mode, scores))
         .collect()
 }
 
 /// The largest query cap among the settings the stream did not decide (more scores needed).
-fn short_of(scores: &[f64]) -> Option<u64> {
-    tolerances()
-        .into_iter()
-        .flat_map(|t| Mode::all().map(|m| m.with_tolerance(t)))
+fn short_of(scores: &[f64], path: Path) -> Option<u64> {
+    settings(path)
+        .iter()
         .filter(|mode| replay(mode, scores).is_none())
         .map(|mode| mode.n_max)
         .max()
 }
 
 /// Scores of a pair, fetched until every mode and tolerance has stopped.
-fn stream_until_decided(pot: &Path, key: &Path, pair: &Pair, mut n: u64) -> Result<Vec<f64>> {
+fn stream_until_decided(pot: &FsPath, key: &FsPath, pair: &Pair, mut n: u64) -> Result<Vec<f64>> {
     loop {
         let scores = stream(pot, key, pair, n)?;
-        match short_of(&scores) {
+        match short_of(&scores, pair.path) {
             None => return Ok(scores),
             Some(cap) if cap > n => n = cap,
             Some(_) => bail!("{}: the test did not stop at its cap", pair.name),
@@ -163,7 +178,7 @@ fn stream_until_decided(pot: &Path, key: &Path, pair: &Pair, mut n: u64) -> Resu
     }
 }
 
-fn pairs(dir: &Path) -> Result<Vec<Pair>> {
+fn pairs(dir: &FsPath) -> Result<Vec<Pair>> {
     let smollm2 = fixtures::ensure_named("smollm2-135m")?;
     let pair = |name: &str, about: &str, expect: Option<Verdict>, m2: PathBuf| Pair {
         name: name.into(),
@@ -172,6 +187,11 @@ fn pairs(dir: &Path) -> Result<Vec<Pair>> {
         model1: smollm2.clone(),
         model2: m2,
         extra: Vec::new(),
+        path: match name {
+            "f16" => Path::F16,
+            "bf16" => Path::Bf16,
+            _ => Path::Identical,
+        },
     };
     let mut out = Vec::new();
     for v in variants::catalogue() {
@@ -199,6 +219,7 @@ fn pairs(dir: &Path) -> Result<Vec<Pair>> {
         dir.join("bf16"),
     );
     int8.extra = vec!["--enable-8bit".into()];
+    int8.path = Path::Int8Both;
     out.push(int8);
     for (name, about, expect) in [
         (
@@ -240,6 +261,7 @@ fn pairs(dir: &Path) -> Result<Vec<Pair>> {
         model1: fixtures::ensure_named("qwen2.5-coder-0.5b")?,
         model2: fixtures::ensure_named("qwen2.5-coder-1.5b")?,
         extra: Vec::new(),
+        path: Path::Identical,
     });
     Ok(out)
 }
@@ -280,7 +302,7 @@ type VerifyRow = (String, String, Vec<f64>, String);
 /// of the SmolLM2 GGUF (batch 8, all threads, f32 weights) against the same GGUF scored live
 /// with another batch size, one thread, or int8 weights. Real `pot verify --reference` runs in
 /// QUICK (they stop at the verdict); rows: (name, about, scores, verdict cell).
-fn verify_rows(pot: &Path, key: &Path, dir: &Path) -> Result<Vec<VerifyRow>> {
+fn verify_rows(pot: &FsPath, key: &FsPath, dir: &FsPath) -> Result<Vec<VerifyRow>> {
     let model = fixtures::ensure_named("smollm2-135m")?;
     let fp = dir.join("detection-quick.potfp");
     let common = |cmd: &mut Command| {
@@ -384,7 +406,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for pair in &pairs {
         let selected = only.is_empty() || only.iter().any(|o| **o == pair.name);
         let cached = measured.pairs.get(&pair.name);
-        let fresh_enough = reuse && cached.is_some_and(|s| short_of(s).is_none());
+        let fresh_enough = reuse && cached.is_some_and(|s| short_of(s, pair.path).is_none());
         if selected && !fresh_enough {
             let scores = stream_until_decided(&pot, &key, pair, 48)?;
             measured.pairs.insert(pair.name.clone(), scores);
@@ -406,13 +428,28 @@ pub fn run(args: &[String]) -> Result<()> {
             complete = false;
             continue;
         };
-        let decided = verdicts(scores);
+        let decided = verdicts(scores, pair.path);
         let cells: Vec<String> = decided
             .iter()
             .map(|d| d.as_ref().map_or("(more scores needed)".into(), cell))
             .collect();
-        if let Some(expected) = pair.expect_default
+        // What the path tolerance promises: the preset's promises, and the 1-step fine-tune.
+        let expect_path = match pair.name.as_str() {
+            "finetune-1" => Some(Verdict::Different),
+            _ => pair.expect_default,
+        };
+        if let Some(expected) = expect_path
             && decided[..3]
+                .iter()
+                .any(|d| d.map(|d| d.0) != Some(expected))
+        {
+            failures.push(format!(
+                "{}: expected {expected:?} under the path tolerance",
+                pair.name
+            ));
+        }
+        if let Some(expected) = pair.expect_default
+            && decided[3..6]
                 .iter()
                 .any(|d| d.map(|d| d.0) != Some(expected))
         {
@@ -423,12 +460,14 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let max = scores.iter().copied().fold(0.0, f64::max);
         rows.push(format!(
-            "| {} | {} | {:.5} | {max:.5} | {} | {} |",
+            "| {} | {} | {:.5} | {max:.5} | {} (γ = {}) | {} | {} |",
             pair.name,
             pair.about,
             mean(scores),
             cells[..3].join(" / "),
-            cells[3..].join(" / "),
+            pair.path.tolerance().gamma,
+            cells[3..6].join(" / "),
+            cells[6..].join(" / "),
         ));
     }
     for (name, about, _) in VERIFY_ROWS {
@@ -437,21 +476,22 @@ pub fn run(args: &[String]) -> Result<()> {
             continue;
         };
         if scores.is_empty() {
-            rows.push(format!("| {name} | {about} | | | {verdict} | |"));
+            rows.push(format!("| {name} | {about} | | | | {verdict} | |"));
             continue;
         }
         let max = scores.iter().copied().fold(0.0, f64::max);
         rows.push(format!(
-            "| {name} | {about} | {:.5} | {max:.5} | {verdict} (QUICK, `pot verify`) | |",
+            "| {name} | {about} | {:.5} | {max:.5} | | {verdict} (QUICK, `pot verify`) | |",
             mean(scores)
         ));
     }
     let header = format!(
         "Command: `cargo xtask detection` (reference: the SmolLM2-135M GGUF; run id `{RUN_ID}`, public \
          test key; scores from `pot calibrate`, verdicts replayed per mode on the same stream). \
-         Cells: verdict and queries for QUICK / AUDIT / EXTENDED.\n\n\
-         | pair | how it was made | mean score | max score | default (γ = {}) | quantized (γ = {}) |\n\
-         |---|---|---|---|---|---|",
+         Cells: verdict and queries for QUICK / AUDIT / EXTENDED. `path`: `pot verify`'s default, \
+         the tolerance of the pair's path (pot_stats::Path, from the two encodings).\n\n\
+         | pair | how it was made | mean score | max score | path (pot verify's default) | preset default (γ = {}) | quantized (γ = {}) |\n\
+         |---|---|---|---|---|---|---|",
         Tolerance::Default.gamma(),
         Tolerance::Quantized.gamma()
     );

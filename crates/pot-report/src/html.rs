@@ -67,6 +67,7 @@ pub fn html(r: &Value) -> String {
     }
     let _ = write!(page, "<pre>{}</pre>", escape(&crate::summary(r).join("\n")));
     confidence_section(&mut page, r);
+    deployments_section(&mut page, r);
     challenges_section(&mut page, &r["trace"], r["enhanced_diff"]["clip"].as_f64());
     evidence_section(&mut page, r);
     memory_section(&mut page, r);
@@ -120,6 +121,44 @@ fn rows(page: &mut String, rows: &[(&str, String)]) {
     page.push_str("<table>");
     for (name, value) in rows {
         let _ = write!(page, "<tr><th>{}</th><td>{value}</td></tr>", escape(name));
+    }
+    page.push_str("</table>");
+}
+
+/// The deployments of model 1 the candidate was tested against (`--deployment`), side by side:
+/// each one's tolerance, interval, mean and own verdict, the one named first.
+fn deployments_section(page: &mut String, r: &Value) {
+    let Some(tested) = r["deployments"]["tested"].as_array() else {
+        return;
+    };
+    let named = r["deployments"]["named"].as_str().unwrap_or("");
+    page.push_str("<h2>Deployments of model 1</h2>");
+    let _ = write!(
+        page,
+        "<p class=\"muted\">{}</p><table><tr><th>deployment</th><th>how it is made and computed</th><th>γ</th><th>mean score</th><th>interval</th><th>its verdict</th><th>where γ comes from</th></tr>",
+        text(&r["deployments"]["rule"])
+    );
+    for d in tested {
+        let name = d["name"].as_str().unwrap_or("");
+        let mark = if name == named && !name.is_empty() {
+            " <b>(named)</b>"
+        } else {
+            ""
+        };
+        let _ = write!(
+            page,
+            "<tr><th>{}{mark}</th><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            escape(name),
+            text(&d["description"]),
+            number(&d["gamma"], 4),
+            number(&d["effect_size"], 5),
+            number(&d["ci_lower"], 5),
+            number(&d["ci_upper"], 5),
+            d["verdict"]
+                .as_str()
+                .map_or_else(|| "undecided".to_string(), escape),
+            text(&d["gamma_source"]),
+        );
     }
     page.push_str("</table>");
 }

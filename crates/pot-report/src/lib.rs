@@ -37,6 +37,18 @@ pub fn summary(r: &Value) -> Vec<String> {
             d["tolerance"].as_str().unwrap_or("?"),
             d["clip"]
         ));
+        if let Some(named) = d["deployment"].as_object() {
+            let tested = r["deployments"]["tested"].as_array().map_or(0, Vec::len);
+            lines.push(format!(
+                "deployment {} of {tested} tested ({}): {}",
+                named.get("name").and_then(Value::as_str).unwrap_or("?"),
+                named.get("role").and_then(Value::as_str).unwrap_or("?"),
+                named
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            ));
+        }
     }
     if let Some(line) = weights_line(&r["provenance"]) {
         lines.push(line);
