@@ -10,6 +10,9 @@ use pot_stats::simulate::{Stream, tally, tally_deployments};
 use pot_stats::{Method, Mode, queries_to_verdict};
 
 pub fn run(args: &[String]) -> Result<()> {
+    // `--deployments`: only the several-deployments table (docs/STATISTICS.md).
+    let only_deployments = args.iter().any(|a| a == "--deployments");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--deployments").cloned().collect();
     let streams: u64 = match args.first() {
         Some(n) => n.parse().context("STREAMS must be a whole number")?,
         None => 4000,
@@ -23,6 +26,10 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(m) => vec![m.clone()],
         None => Mode::all().to_vec(),
     };
+    if only_deployments {
+        deployments(&modes, streams);
+        return Ok(());
+    }
     println!("## Minimum queries in clear cases\n");
     println!(
         "| mode | confidence | gamma | clip | n_min | n_max | method | SAME (all 0) | DIFFERENT (all at clip) |"
