@@ -12,7 +12,11 @@ use pot_stats::{Method, Mode, queries_to_verdict};
 pub fn run(args: &[String]) -> Result<()> {
     // `--deployments`: only the several-deployments table (docs/STATISTICS.md).
     let only_deployments = args.iter().any(|a| a == "--deployments");
-    let args: Vec<String> = args.iter().filter(|a| *a != "--deployments").cloned().collect();
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--deployments")
+        .cloned()
+        .collect();
     let streams: u64 = match args.first() {
         Some(n) => n.parse().context("STREAMS must be a whole number")?,
         None => 4000,
@@ -194,7 +198,8 @@ fn deployments(modes: &[Mode], streams: u64) {
         half_width: 0.1,
     };
     // (case, streams, whose mean is below its tolerance, whose mean is above it)
-    let cases: Vec<(&str, Vec<Stream>, [bool; 4], [bool; 4])> = vec![
+    type Case<'a> = (&'a str, Vec<Stream>, [bool; 4], [bool; 4]);
+    let cases: Vec<Case> = vec![
         (
             "every deployment exactly at its tolerance (any verdict is wrong)",
             vec![at(0.5); 4],

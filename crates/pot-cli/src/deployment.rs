@@ -232,6 +232,7 @@ pub fn local(
                 // A candidate GGUF of another block file type than model 1's: model 1 quantised
                 // to that type is the deployment that could explain it.
                 if m1.gguf().is_some()
+                    && same_shape(&m1, &m2)
                     && matches!(e2, Encoding::Blocks(_))
                     && let Some(t2) = file_type(&m2)
                     && Some(t2) != file_type(&m1)
@@ -282,6 +283,17 @@ pub fn local(
         reason,
         deployments,
     })
+}
+
+/// Whether `m2` has model 1's shape (family, sizes, vocabulary): only then can it be one of its
+/// deployments.
+fn same_shape(m1: &Model, m2: &Model) -> bool {
+    let (a, b) = (m1.config(), m2.config());
+    a.architecture == b.architecture
+        && a.hidden_size == b.hidden_size
+        && a.intermediate_size == b.intermediate_size
+        && a.num_hidden_layers == b.num_hidden_layers
+        && a.vocab_size == b.vocab_size
 }
 
 fn dedup(weights: &mut Vec<DeploymentWeights>) {

@@ -265,6 +265,8 @@ fn error_code(e: &VerifyError) -> u8 {
             | pot_served::ServedError::Misaligned { .. },
         ) => exit::LOAD_FAILED,
         VerifyError::Served(pot_served::ServedError::Config(_)) => exit::USAGE,
+        // A deployment that cannot be built from model 1 as asked (--deployment).
+        VerifyError::Deployment(_) => exit::USAGE,
         _ => exit::RUNTIME,
     }
 }

@@ -101,7 +101,7 @@ pub(crate) fn pipeline(
     report.model1_identity(&side.config_sha256, &side.vocab_sha256);
     let work = workload(&side.tokenizer, challenges, opts.batch_size)?;
     let limits = &opts.resources.limits;
-    if opts.weight_evidence {
+    let evidence1 = if opts.weight_evidence {
         let plan1 = plan(
             &side.model.description(),
             limits,
@@ -109,9 +109,12 @@ pub(crate) fn pipeline(
             SystemMemory::read(),
         )?;
         progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
-        report.model1_evidence(&SecurityAndProvenance.evidence(&side.model, plan1.budget_bytes)?);
+        let evidence = SecurityAndProvenance.evidence(&side.model, plan1.budget_bytes)?;
         check_monitor(monitor)?;
-    }
+        Some(evidence)
+    } else {
+        None
+    };
 
     // Each deployment's file built when first needed; its records are computed in rounds (the
     // first as many challenges as a verdict can need at the earliest, each next round twice the
@@ -156,6 +159,9 @@ pub(crate) fn pipeline(
     let queries_started = Instant::now();
     match &opts.served {
         Some(served) => {
+            if let Some(e1) = &evidence1 {
+                report.model1_evidence(e1);
+            }
             report.served(served, &served.tokenizer.vocab_sha256());
             if side.vocab_sha256 != served.tokenizer.vocab_sha256() {
                 return Err(VerifyError::Served(pot_served::ServedError::Config(
@@ -186,6 +192,18 @@ pub(crate) fn pipeline(
             progress(Progress::Stage("reading model 2"));
             let candidate = open(&opts.model2)?;
             report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
+            if let Some(e1) = &evidence1 {
+                let plan2 = plan(
+                    &candidate.model.description(),
+                    limits,
+                    &work,
+                    SystemMemory::read(),
+                )?;
+                progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
+                let e2 = SecurityAndProvenance.evidence(&candidate.model, plan2.budget_bytes)?;
+                check_monitor(monitor)?;
+                report.weight_evidence(e1, &e2);
+            }
             report.tokenizer_report(&compare_tokenizers(&side.tokenizer, &candidate.tokenizer));
             if let Err(e) = check_same_vocabulary(&side.tokenizer, &candidate.tokenizer) {
                 report.tokenizer_mismatch(&e.to_string());

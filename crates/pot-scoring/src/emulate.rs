@@ -753,6 +753,8 @@ fn has_vnni() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
+// A register tile indexes its accumulators, inputs and weights by the same row and input.
+#[allow(clippy::needless_range_loop)]
 unsafe fn small_tile_vnni<
     const R: usize,
     const C: usize,
@@ -936,6 +938,8 @@ unsafe fn kquant_dot_vnni(m: &BlockMatrix, j: usize, a: &Input, i: usize) -> f32
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
+// A register tile indexes its accumulators, inputs and weights by the same row and input.
+#[allow(clippy::needless_range_loop)]
 unsafe fn small_tile_zmm<const R: usize, const CP: usize, const SIGNED: bool>(
     m: &BlockMatrix,
     j: usize,
@@ -1023,6 +1027,8 @@ unsafe fn small_tile_zmm<const R: usize, const CP: usize, const SIGNED: bool>(
 /// the same operations as [`BlockMatrix::dot_with`]). Needs `cols` a multiple of 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f")]
+// A register tile indexes its accumulators, inputs and weights by the same row and input.
+#[allow(clippy::needless_range_loop)]
 unsafe fn f32_tile_zmm<const R: usize, const C: usize>(
     m: &BlockMatrix,
     j: usize,

@@ -9,6 +9,7 @@
 //! - **SAME(d)**: deployment `d`'s interval lies below its `gamma_d`;
 //! - **DIFFERENT**: every deployment's interval lies above its `gamma_d`;
 //! - **UNDECIDED** at the query cap otherwise.
+//!
 //! A wrong verdict of either kind needs some interval to miss its mean: P <= alpha. With one
 //! deployment this is [`SequentialTest`] exactly.
 
@@ -116,12 +117,13 @@ impl DeploymentTest {
         })
     }
 
-    /// Among `arms`, the one whose mean clipped score is lowest relative to its clip.
+    /// Among `arms`, the one whose mean score is lowest relative to its tolerance (the raw mean:
+    /// clipped means tie at the clip when every deployment is far off).
     fn closest(&self, arms: &[usize]) -> Option<usize> {
         arms.iter().copied().min_by(|&a, &b| {
             let rel = |d: usize| {
                 let o = self.arms[d].same.outcome();
-                o.mean_clipped / o.clip
+                o.effect_size / o.gamma
             };
             rel(a).total_cmp(&rel(b))
         })
