@@ -262,10 +262,19 @@ pub fn local(
             }
         })
         .collect();
+    let requantised = matches!((e1, e2), (Encoding::Blocks(a), Encoding::Blocks(b)) if a != b)
+        || matches!((e1, e2), (Encoding::F32, Encoding::Blocks(_)));
     let reason = format!(
-        "path: model 1 {e1:?}, model 2 {e2:?}{}",
+        "path: model 1 {e1:?}, model 2 {e2:?}{}{}",
         if int8_both {
             ", both with pot's int8 weights"
+        } else {
+            ""
+        },
+        if requantised {
+            " (model 2 is not model 1's values re-encoded losslessly: model 1 as stored explains \
+             it only if they score as the same values; a quantisation of model 1 is a deployment \
+             of its own, --deployment TYPE)"
         } else {
             ""
         }
