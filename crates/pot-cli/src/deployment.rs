@@ -156,7 +156,10 @@ pub fn served(
         }
         return Ok(None);
     }
-    let model = Model::open(model1)?;
+    // A model that does not open is the pipeline's to report (with its report and exit code).
+    let Ok(model) = Model::open(model1) else {
+        return Ok(None);
+    };
     if let Err(e) = pot_scoring::emulation_supported(model.config()) {
         if explicit {
             return Err(anyhow!("--deployment: {e}"));
@@ -219,9 +222,11 @@ pub fn local(
     choices: Option<&[Choice]>,
     arithmetic: Arithmetic,
     int8_both: bool,
-) -> Result<Decision> {
-    let m1 = Model::open(model1)?;
-    let m2 = Model::open(model2)?;
+) -> Option<Decision> {
+    // Models that do not open are the pipeline's to report (with its report and exit code).
+    let (Ok(m1), Ok(m2)) = (Model::open(model1), Model::open(model2)) else {
+        return None;
+    };
     let (e1, e2) = (encoding(&m1), encoding(&m2));
     let stored_path = local_path(e1, e2, int8_both);
     let mut weights = Vec::new();
@@ -281,13 +286,13 @@ pub fn local(
     );
     if deployments.len() == 1 && deployments[0].weights == DeploymentWeights::Stored {
         // One deployment: the ordinary pipeline under its tolerance.
-        return Ok(Decision {
+        return Some(Decision {
             gamma: deployments[0].gamma,
             reason: format!("{reason}: {}", deployments[0].gamma_source),
             deployments: Vec::new(),
         });
     }
-    Ok(Decision {
+    Some(Decision {
         gamma: deployments[0].gamma,
         reason,
         deployments,

@@ -309,10 +309,9 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         }
         (None, Some(s), Some(model1)) => deployment::served(model1, choices, s, args.emulate.kv())
             .map_err(|e| exit::fail(exit::USAGE, e))?,
-        (None, None, Some(model1)) => Some(
+        (None, None, Some(model1)) => {
             deployment::local(model1, &args.model2, choices, arithmetic[0], enable_8bit)
-                .map_err(|e| exit::fail(exit::LOAD_FAILED, e))?,
-        ),
+        }
         _ => None,
     };
     let preset = if served.is_some() {
