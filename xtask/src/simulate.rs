@@ -106,14 +106,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 };
                 let rate = wrong as f64 / streams as f64;
                 let se = t.standard_error(mode.alpha);
-                // Within two Monte Carlo standard errors of alpha counts as consistent with it.
-                let verdict = if rate <= mode.alpha {
-                    "yes"
-                } else if rate <= mode.alpha + 2.0 * se {
-                    "within 2 s.e."
-                } else {
-                    "NO"
-                };
+                let verdict = judge(rate, mode.alpha, se);
                 println!(
                     "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {verdict} |",
                     mode.name,
@@ -177,6 +170,18 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     deployments(&modes, streams);
     Ok(())
+}
+
+/// Whether a simulated error rate keeps to alpha: at most alpha, or within two Monte Carlo
+/// standard errors of it (consistent with it), or not.
+fn judge(rate: f64, alpha: f64, se: f64) -> &'static str {
+    if rate <= alpha {
+        "yes"
+    } else if rate <= alpha + 2.0 * se {
+        "within 2 s.e."
+    } else {
+        "NO"
+    }
 }
 
 /// Several deployments of the reference tested at once (`pot verify --deployment`): the
@@ -244,14 +249,9 @@ fn deployments(modes: &[Mode], streams: u64) {
                     t.different
                 };
             let rate = wrong as f64 / streams as f64;
-            let se = (rate.max(mode.alpha) * (1.0 - rate) / streams as f64).sqrt();
-            let ok = if rate <= mode.alpha {
-                "yes"
-            } else if rate <= mode.alpha + 2.0 * se {
-                "within 2 s.e."
-            } else {
-                "NO"
-            };
+            // The Monte Carlo standard error of a rate equal to alpha, as in the table above.
+            let se = (mode.alpha * (1.0 - mode.alpha) / streams as f64).sqrt();
+            let ok = judge(rate, mode.alpha, se);
             println!(
                 "| {} | {} | {name} | {:?} | {} | {} | {wrong} | {rate:.4} | {se:.4} | {ok} |",
                 mode.name, mode.alpha, t.same, t.different, t.undecided

@@ -11,14 +11,16 @@ use std::time::Instant;
 use pot_challenge_kdf::{Challenge, Commitment};
 use pot_formats::quantize::FileType;
 use pot_formats::quantize_file::{QuantizeOptions, quantize_gguf};
-use pot_memory_governor::{Monitor, SystemMemory, plan};
+use pot_memory_governor::{Monitor, Plan, SystemMemory, Workload, plan};
 use pot_scoring::{Arithmetic, ChallengeRecord, check_same_vocabulary};
 use pot_security::compare_tokenizers;
 use pot_stats::{Arm, DeploymentTest, Step};
 
-use crate::stages::{CandidateStage, EvidenceStage, LiveModel, SecurityAndProvenance};
+use crate::stages::{
+    CandidateStage, EvidenceStage, LiveModel, SecurityAndProvenance, WeightEvidence,
+};
 use crate::{
-    Progress, Report, VerifyError, VerifyOptions, check_monitor, header_for, open, residency,
+    Progress, Report, Side, VerifyError, VerifyOptions, check_monitor, header_for, open, residency,
     served, workload,
 };
 
@@ -100,18 +102,10 @@ pub(crate) fn pipeline(
     let side = open(&opts.model1)?;
     report.model1_identity(&side.config_sha256, &side.vocab_sha256);
     let work = workload(&side.tokenizer, challenges, opts.batch_size)?;
-    let limits = &opts.resources.limits;
     let evidence1 = if opts.weight_evidence {
-        let plan1 = plan(
-            &side.model.description(),
-            limits,
-            &work,
-            SystemMemory::read(),
-        )?;
+        let plan1 = plan_for(&side, opts, &work)?;
         progress(Progress::Stage("hashing model 1 (config, TLSH, Merkle)"));
-        let evidence = SecurityAndProvenance.evidence(&side.model, plan1.budget_bytes)?;
-        check_monitor(monitor)?;
-        Some(evidence)
+        Some(hash(&side, &plan1, monitor)?)
     } else {
         None
     };
@@ -192,29 +186,17 @@ pub(crate) fn pipeline(
             progress(Progress::Stage("reading model 2"));
             let candidate = open(&opts.model2)?;
             report.model2_identity(&candidate.config_sha256, &candidate.vocab_sha256);
+            // One plan for model 2: its hashing and its load.
+            let plan2 = plan_for(&candidate, opts, &work)?;
             if let Some(e1) = &evidence1 {
-                let plan2 = plan(
-                    &candidate.model.description(),
-                    limits,
-                    &work,
-                    SystemMemory::read(),
-                )?;
                 progress(Progress::Stage("hashing model 2 (config, TLSH, Merkle)"));
-                let e2 = SecurityAndProvenance.evidence(&candidate.model, plan2.budget_bytes)?;
-                check_monitor(monitor)?;
-                report.weight_evidence(e1, &e2);
+                report.weight_evidence(e1, &hash(&candidate, &plan2, monitor)?);
             }
             report.tokenizer_report(&compare_tokenizers(&side.tokenizer, &candidate.tokenizer));
             if let Err(e) = check_same_vocabulary(&side.tokenizer, &candidate.tokenizer) {
                 report.tokenizer_mismatch(&e.to_string());
                 return Ok(());
             }
-            let plan2 = plan(
-                &candidate.model.description(),
-                limits,
-                &work,
-                SystemMemory::read(),
-            )?;
             report.memory_plan(
                 None,
                 Some(&plan2),
@@ -252,6 +234,23 @@ pub(crate) fn pipeline(
     report.deployments(deployments, &test);
     report.decide(test.outcome());
     Ok(())
+}
+
+/// A model's memory plan for this run's workload, under the run's limits and the memory free now.
+fn plan_for(side: &Side, opts: &VerifyOptions, work: &Workload) -> Result<Plan, VerifyError> {
+    Ok(plan(
+        &side.model.description(),
+        &opts.resources.limits,
+        work,
+        SystemMemory::read(),
+    )?)
+}
+
+/// A model's weight evidence (config hashes, TLSH, Merkle), within its plan's budget.
+fn hash(side: &Side, plan: &Plan, monitor: &Monitor) -> Result<WeightEvidence, VerifyError> {
+    let evidence = SecurityAndProvenance.evidence(&side.model, plan.budget_bytes)?;
+    check_monitor(monitor)?;
+    Ok(evidence)
 }
 
 /// Writes (or names) a deployment's model file.
@@ -325,7 +324,7 @@ struct Rounds<'a> {
     opts: &'a VerifyOptions,
     commitment: &'a Commitment,
     challenges: &'a [Challenge],
-    work: &'a pot_memory_governor::Workload,
+    work: &'a Workload,
     deployments: &'a [Deployment],
     /// Where derived deployments are written, and model 1's vocabulary digest they must keep.
     scratch: &'a Path,
@@ -402,13 +401,7 @@ impl Rounds<'_> {
     ) -> Result<Vec<ChallengeRecord>, VerifyError> {
         let path = self.path(d, progress)?;
         let side = open(&path)?;
-        let limits = &self.opts.resources.limits;
-        let plan_d = plan(
-            &side.model.description(),
-            limits,
-            self.work,
-            SystemMemory::read(),
-        )?;
+        let plan_d = plan_for(&side, self.opts, self.work)?;
         check_monitor(self.monitor)?;
         let live = LiveModel::load(
             &side.model,

@@ -685,48 +685,96 @@ impl BlockMatrix {
                     }
                     let sc = &self.sc[(j * nb + b) * 8..][..8];
                     let mins = &self.mins[(j * nb + b) * 8..][..8];
-                    let (mut s1, mut s2) = (0i32, 0i32);
-                    let mut dots = [0i32; 8];
+                    // Per pair of sub-blocks (64 values): the scale and minimum terms.
+                    let mut p1 = [0i32; 4];
+                    let mut p2 = [0i32; 4];
                     for sub in 0..8 {
                         let dot: i32 =
                             lanes(&w[sub * 32..sub * 32 + 32], &x[sub * 32..sub * 32 + 32])
                                 .iter()
                                 .sum();
-                        dots[sub] = dot;
-                        s1 += sc[sub] as i32 * dot;
-                        s2 +=
+                        p1[sub / 2] += sc[sub] as i32 * dot;
+                        p2[sub / 2] +=
                             mins[sub] as i32 * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
                     }
-                    let dmin = self.m[j * nb + b];
-                    if self.dtype == DType::Q4_K && self.rows.is_multiple_of(8) {
-                        // Repacked (q4_K_8x8): the scale and minimum terms in two
-                        // accumulators, subtracted at the end; the AVX-512 gemm (inputs in
-                        // groups of four rows) adds every 64 values, the gemv (the rest) every
-                        // super-block.
-                        if i < a.rows - a.rows % 4 {
-                            for pair in 0..4 {
-                                let (mut p1, mut p2) = (0i32, 0i32);
-                                for sub in 2 * pair..2 * pair + 2 {
-                                    p1 += sc[sub] as i32 * dots[sub];
-                                    p2 += mins[sub] as i32
-                                        * (bsums[2 * sub] as i32 + bsums[2 * sub + 1] as i32);
-                                }
-                                acc = (p1 as f32).mul_add(dw * da, acc);
-                                acc_min = (p2 as f32).mul_add(dmin * da, acc_min);
-                            }
-                        } else {
-                            acc = (s1 as f32).mul_add(dw * da, acc);
-                            acc_min = (s2 as f32).mul_add(dmin * da, acc_min);
-                        }
+                    let path = KPath::of(self, a, i);
+                    let sums = if path == KPath::Gemm {
+                        KSums::Pairs(p1, p2)
                     } else {
-                        // Tiled: res = d_w·s1 - dmin_w·s2 (fused), buf = fma(res, d_a, buf).
-                        let res = (-dmin).mul_add(s2 as f32, dw * s1 as f32);
-                        acc = res.mul_add(da, acc);
-                    }
+                        KSums::Whole(p1.iter().sum(), p2.iter().sum())
+                    };
+                    fold_k_super_block(
+                        path,
+                        sums,
+                        (dw, self.m[j * nb + b]),
+                        da,
+                        (&mut acc, &mut acc_min),
+                    );
                 }
                 acc - acc_min
             }
         }
+    }
+}
+
+/// Which of ggml's Q4_K/Q5_K kernels computes an output: the repacked AVX-512 gemm (Q4_K in
+/// whole 8-row groups, inputs in groups of four rows), the repacked gemv (the inputs left over)
+/// or the tiled kernel (Q5_K, and Q4_K without whole groups).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KPath {
+    Gemm,
+    Gemv,
+    Tiled,
+}
+
+impl KPath {
+    fn of(m: &BlockMatrix, a: &Input, i: usize) -> Self {
+        if m.dtype != DType::Q4_K || !m.rows.is_multiple_of(8) {
+            KPath::Tiled
+        } else if i < a.rows - a.rows % 4 {
+            KPath::Gemm
+        } else {
+            KPath::Gemv
+        }
+    }
+}
+
+/// A K-quant super-block's exact integer sums: the scale term and the minimum term, per pair
+/// of sub-blocks (what the gemm needs) or whole.
+enum KSums {
+    Pairs([i32; 4], [i32; 4]),
+    Whole(i32, i32),
+}
+
+/// ggml's float operations for one Q4_K/Q5_K super-block, from its integer sums, the weight's
+/// `(d, dmin)` and the input's `d`: the gemm adds every 64 values into a scale accumulator and
+/// a minimum accumulator (subtracted at the end), the gemv every super-block, the tiled kernel
+/// fuses `d·s1 - dmin·s2` and scales it into one accumulator. Shared by every integer path, so
+/// they differ only in how they get the integers.
+#[inline(always)]
+fn fold_k_super_block(
+    path: KPath,
+    sums: KSums,
+    (dw, dmin): (f32, f32),
+    da: f32,
+    (acc, acc_min): (&mut f32, &mut f32),
+) {
+    match (path, sums) {
+        (KPath::Gemm, KSums::Pairs(p1, p2)) => {
+            for pair in 0..4 {
+                *acc = (p1[pair] as f32).mul_add(dw * da, *acc);
+                *acc_min = (p2[pair] as f32).mul_add(dmin * da, *acc_min);
+            }
+        }
+        (KPath::Gemv, KSums::Whole(s1, s2)) => {
+            *acc = (s1 as f32).mul_add(dw * da, *acc);
+            *acc_min = (s2 as f32).mul_add(dmin * da, *acc_min);
+        }
+        (KPath::Tiled, KSums::Whole(s1, s2)) => {
+            let res = (-dmin).mul_add(s2 as f32, dw * s1 as f32);
+            *acc = res.mul_add(da, *acc);
+        }
+        _ => unreachable!("the gemm folds pairs of sub-blocks, the others whole super-blocks"),
     }
 }
 
@@ -862,8 +910,7 @@ unsafe fn kquant_dot_vnni(m: &BlockMatrix, j: usize, a: &Input, i: usize) -> f32
     assert!((i + 1) * nb * 16 <= a.bsums.len());
     let q6 = m.dtype == DType::Q6_K;
     assert!((j + 1) * nb * if q6 { 16 } else { 8 } <= m.sc.len());
-    let repacked = m.dtype == DType::Q4_K && m.rows.is_multiple_of(8);
-    let gemm = repacked && i < a.rows - a.rows % 4;
+    let path = KPath::of(m, a, i);
     let zero = _mm256_setzero_si256();
     let (mut acc, mut acc_min) = (0f32, 0f32);
     for b in 0..nb {
@@ -904,30 +951,19 @@ unsafe fn kquant_dot_vnni(m: &BlockMatrix, j: usize, a: &Input, i: usize) -> f32
             _mm256_dpwssd_epi32(s, p, _mm256_set1_epi16(sc[sub]))
         };
         let dmin = m.m[j * nb + b];
-        if gemm {
-            // Repacked AVX-512 gemm: float accumulation every 64 values.
-            for pair in 0..4 {
-                let p1 = hsum_i32(scaled(2 * pair + 1, scaled(2 * pair, zero)));
-                let p2 = s2_of(2 * pair) + s2_of(2 * pair + 1);
-                acc = (p1 as f32).mul_add(dw * da, acc);
-                acc_min = (p2 as f32).mul_add(dmin * da, acc_min);
-            }
-            continue;
-        }
-        let mut s = zero;
-        for sub in 0..8 {
-            s = scaled(sub, s);
-        }
-        let s1 = hsum_i32(s);
-        let s2: i32 = (0..8).map(s2_of).sum();
-        if repacked {
-            // Repacked gemv: every super-block.
-            acc = (s1 as f32).mul_add(dw * da, acc);
-            acc_min = (s2 as f32).mul_add(dmin * da, acc_min);
+        let sums = if path == KPath::Gemm {
+            let p1 =
+                std::array::from_fn(|pair| hsum_i32(scaled(2 * pair + 1, scaled(2 * pair, zero))));
+            let p2 = std::array::from_fn(|pair| s2_of(2 * pair) + s2_of(2 * pair + 1));
+            KSums::Pairs(p1, p2)
         } else {
-            let res = (-dmin).mul_add(s2 as f32, dw * s1 as f32);
-            acc = res.mul_add(da, acc);
-        }
+            let mut s = zero;
+            for sub in 0..8 {
+                s = scaled(sub, s);
+            }
+            KSums::Whole(hsum_i32(s), (0..8).map(s2_of).sum())
+        };
+        fold_k_super_block(path, sums, (dw, dmin), da, (&mut acc, &mut acc_min));
     }
     acc - acc_min
 }
