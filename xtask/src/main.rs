@@ -3,8 +3,11 @@
 mod bench;
 mod bigmodel;
 mod detection;
+#[cfg(test)]
+mod features;
 mod fixtures;
 mod fuzz;
+mod python;
 mod simulate;
 mod variants;
 
@@ -28,6 +31,8 @@ cargo xtask <task>
                          mode and tolerance, write the detection table into docs/STATISTICS.md
   fuzz TARGET [--time S] run a libFuzzer target of fuzz/ (cargo-fuzz), seeded with real
                          inputs: gguf, config_json, scores_and_keys, merkle_proof
+  pytest [ARGS...]       install the Python package (pip install ./python, maturin) into a venv
+                         beside the fixture cache and run its pytest suite (python/tests)
   simulate [STREAMS]     Monte Carlo tables for docs/STATISTICS.md (default 4000 streams)
   bigmodel [--max-memory GB] [--write-only]
                          write a LLaMA-7B-shaped F16 model (~13.9 GB) and a copy with one
@@ -67,6 +72,7 @@ fn run() -> Result<()> {
         "variants" => variants::run(rest),
         "detection" => detection::run(rest),
         "fuzz" => fuzz::run(rest),
+        "pytest" => python::pytest(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -110,18 +116,17 @@ fn golden(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The `pot` binary, built exactly as the README's test command builds (`cargo test
-/// --workspace`): a narrower build (`cargo run -p pot-cli`) resolves other features for shared
-/// crates (memchr, once_cell: `default` comes in through dev-dependencies), which would compile
-/// burn twice.
+/// The `pot` binary, built as `cargo run -p pot-cli` builds it: the dependencies are the ones
+/// `cargo test --workspace` compiles (crates/pot-workspace-hack unifies their features), so
+/// neither command compiles them twice.
 fn built_pot() -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(&cargo)
-        .args(["test", "--workspace", "--no-run", "--quiet"])
+        .args(["build", "-p", "pot-cli", "--quiet"])
         .status()
         .context("cannot run cargo")?;
     if !built.success() {
-        bail!("the build failed (cargo test --workspace --no-run)");
+        bail!("the build failed (cargo build -p pot-cli)");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)

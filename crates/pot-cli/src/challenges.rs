@@ -157,7 +157,7 @@ pub fn run(args: ChallengesArgs) -> Result<u8, Failure> {
         Some(ChallengesAction::Commit { key, spec, json }) => {
             let commitment = commit(&key.load()?, &spec.spec());
             if json {
-                println!("{}", serde_json::to_string_pretty(&commitment)?);
+                crate::embed::print_json(&serde_json::to_value(&commitment)?)?;
             } else {
                 println!("{}", commitment.digest);
             }
@@ -223,7 +223,7 @@ pub fn run(args: ChallengesArgs) -> Result<u8, Failure> {
             let challenges = pot_challenge_kdf::generate(&key, &spec);
             if args.json {
                 let out = serde_json::json!({ "commitment": commitment, "challenges": challenges });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::embed::print_json(&out)?;
             } else {
                 println!(
                     "# run `{}`, {} challenges, key id {}, commitment {}",

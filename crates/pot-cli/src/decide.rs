@@ -81,7 +81,7 @@ pub fn run(args: DecideArgs) -> Result<u8, Failure> {
     if args.json {
         let mut json = serde_json::to_value(&outcome)?;
         json["scores_in_file"] = scores.len().into();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        crate::embed::print_json(&json)?;
     } else {
         match outcome.verdict {
             Some(v) => println!("{v} at query {} of {} in the file", outcome.n, scores.len()),

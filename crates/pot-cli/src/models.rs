@@ -22,6 +22,12 @@ pub struct ConvertArgs {
     dtype: OutputDType,
 }
 
+impl crate::hub::ModelArgs for ConvertArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.model]
+    }
+}
+
 fn parse_dtype(name: &str) -> Result<OutputDType, String> {
     OutputDType::parse(name)
         .ok_or_else(|| format!("unknown dtype `{name}`; choose f32, f16 or bf16"))
@@ -55,6 +61,12 @@ pub struct QuantizeArgs {
     /// llama-quantize's --allow-requantize.
     #[arg(long)]
     allow_requantize: bool,
+}
+
+impl crate::hub::ModelArgs for QuantizeArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.model]
+    }
 }
 
 /// Progress of a per-tensor job on stderr: one updated line on a terminal, a line per 50
@@ -123,6 +135,12 @@ pub struct InspectArgs {
     /// Also compute the TLSH fuzzy hash of the weights (samples at most 1 GiB; ~110 MB/s).
     #[arg(long)]
     fuzzy: bool,
+}
+
+impl crate::hub::ModelArgs for InspectArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.model]
+    }
 }
 
 pub fn inspect_cmd(args: InspectArgs) -> Result<u8, Failure> {

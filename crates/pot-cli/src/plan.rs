@@ -66,6 +66,12 @@ pub struct PlanArgs {
     json: bool,
 }
 
+impl crate::hub::ModelArgs for PlanArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        self.model.iter_mut().collect()
+    }
+}
+
 /// One model's description and the tokenizer that comes with it, if any.
 struct Subject {
     description: ModelDescription,
@@ -211,7 +217,7 @@ pub fn plan_cmd(args: PlanArgs) -> Result<u8, Failure> {
                       verify runs two models a query",
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::embed::print_json(&report)?;
     } else {
         print_table(&report, &chosen, &work);
     }

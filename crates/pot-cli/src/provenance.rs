@@ -65,6 +65,26 @@ enum MerkleAction {
     },
 }
 
+impl crate::hub::ModelArgs for MerkleArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        match &mut self.action {
+            MerkleAction::Root { model, .. } | MerkleAction::Proof { model, .. } => vec![model],
+            MerkleAction::Diff { a, b, .. } => vec![a, b],
+            MerkleAction::Verify { .. } => Vec::new(),
+        }
+    }
+}
+
+impl crate::hub::ModelArgs for ProvenanceArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        match &mut self.action {
+            ProvenanceAction::Digest { model, .. }
+            | ProvenanceAction::CheckManifest { model, .. } => vec![model],
+            ProvenanceAction::Verify { .. } => Vec::new(),
+        }
+    }
+}
+
 fn tree(path: &PathBuf, encoding: TensorEncoding) -> Result<TensorTree, Failure> {
     Ok(TensorTree::of_model(&Model::open(path)?, encoding)?)
 }

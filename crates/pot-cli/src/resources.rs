@@ -97,6 +97,7 @@ impl ResourceArgs {
             },
             thresholds,
             monitor_interval: Duration::from_millis(100),
+            interrupt: crate::embed::interrupt(),
         })
     }
 }

@@ -40,7 +40,7 @@ pub struct ServedArgs {
     /// fingerprint's records), or a GGUF file / Hugging Face directory of which only the
     /// tokenizer is read.
     #[arg(long, value_name = "TOKENIZER")]
-    tokenizer: Option<PathBuf>,
+    pub(crate) tokenizer: Option<PathBuf>,
 }
 
 fn parse_api(name: &str) -> Result<Api, String> {

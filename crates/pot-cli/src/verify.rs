@@ -17,8 +17,10 @@ use crate::decide::parse_mode;
 use crate::deployment::{self, ChoiceList};
 use crate::emulate::{EmulateArgs, EmulateOneArgs};
 use crate::exit::{self, Failure};
+use crate::hub::ModelArgs;
 use crate::resources::ResourceArgs;
 use crate::served::{self, ServedArgs};
+use pot_formats::hub::HubModel;
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -90,6 +92,28 @@ pub struct VerifyArgs {
     /// process's RSS in bytes), for tools that embed pot.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     progress: String,
+    /// Models 1 and 2 as found in the Hugging Face cache, when named `ORG/NAME[@REV]`.
+    #[arg(skip)]
+    sources: Vec<Option<HubModel>>,
+}
+
+impl ModelArgs for VerifyArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        let mut paths: Vec<&mut PathBuf> = self.model1.iter_mut().collect();
+        paths.push(&mut self.model2);
+        paths.extend(self.served.tokenizer.as_mut());
+        paths
+    }
+
+    fn resolved(&mut self, sources: Vec<Option<HubModel>>) {
+        let mut sources = sources.into_iter();
+        let model1 = if self.model1.is_some() {
+            sources.next().flatten()
+        } else {
+            None
+        };
+        self.sources = vec![model1, sources.next().flatten()];
+    }
 }
 
 impl VerifyArgs {
@@ -203,7 +227,9 @@ impl ProgressPrinter {
                     "lower": lower, "upper": upper, "rss_bytes": rss,
                 }),
             };
-            eprintln!("{line}");
+            if !crate::embed::progress(&line) {
+                eprintln!("{line}");
+            }
             return;
         }
         let (line, last) = match event {
@@ -374,6 +400,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         arithmetic,
         deployments,
         tolerance_reason: reason,
+        sources: [args.sources.first(), args.sources.get(1)].map(|s| s.cloned().flatten()),
     };
     // Two live models under --enable-8bit are quantised alike, so the same weights still score
     // near 0; a fingerprint's log-probs came from unquantised weights, and int8 against them
@@ -410,6 +437,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
             )
         }
     };
+    crate::embed::result(&json);
     // A report that cannot be written must not hide the verdict: print it first, then fail
     // with the write error (exit 6, not a usage error).
     if let Err(e) = args.write_reports(&json) {
@@ -446,6 +474,9 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
 }
 
 fn print_summary(r: &serde_json::Value) {
+    if crate::embed::quiet_stdout() {
+        return;
+    }
     for line in pot_report::summary(r) {
         println!("{line}");
     }
@@ -474,6 +505,12 @@ pub struct FingerprintArgs {
     emulate: EmulateOneArgs,
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl ModelArgs for FingerprintArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.model]
+    }
 }
 
 pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
@@ -509,6 +546,16 @@ pub fn fingerprint_cmd(args: FingerprintArgs) -> Result<u8, Failure> {
     }
     fp.save(&args.output, &key)
         .map_err(|e| exit::fail(exit::RUNTIME, anyhow!(e)))?;
+    crate::embed::result(&serde_json::json!({
+        "path": args.output,
+        "challenges": fp.records.len(),
+        "top_k": fp.header.top_k,
+        "commitment": fp.header.commitment,
+        "key_id": key.id(),
+    }));
+    if crate::embed::quiet_stdout() {
+        return Ok(exit::SAME);
+    }
     println!(
         "wrote {} ({} challenges, top-{}, commitment {})",
         args.output.display(),
@@ -557,6 +604,12 @@ pub struct CalibrateArgs {
     quiet: bool,
 }
 
+impl ModelArgs for CalibrateArgs {
+    fn model_paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.model1, &mut self.model2]
+    }
+}
+
 /// `pot calibrate`: the per-challenge scores of a same-weights pair and the tolerance the rule
 /// of docs/STATISTICS.md proposes from them (`pot_stats::calibrate`).
 pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
@@ -591,6 +644,7 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
         arithmetic: args.emulate.arithmetic(),
         deployments: Vec::new(),
         tolerance_reason: "pot calibrate: scores only, no verdict".into(),
+        sources: [None, None],
     };
     let printer = ProgressPrinter::new(args.quiet || args.json);
     let report = score_stream(opts, args.count, |e| printer.show(e))
@@ -633,10 +687,7 @@ pub fn calibrate_cmd(args: CalibrateArgs) -> Result<u8, Failure> {
             "default_tolerance_covers": fits(pot_stats::DEFAULT_GAMMA),
             "quantized_tolerance_covers": fits(pot_stats::QUANTIZED_GAMMA),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).map_err(|e| anyhow!(e))?
-        );
+        crate::embed::print_json(&out).map_err(|e| anyhow!(e))?;
     } else {
         println!(
             "{} challenges: mean score {:.6}, sd {:.6}, max {:.6}",

@@ -548,3 +548,99 @@ fn a_run_without_a_key_is_replayable_or_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no master key"));
 }
+
+/// A Hugging Face cache as huggingface_hub lays it out, holding SmolLM2 (the fixture exported
+/// to safetensors) as `HuggingFaceTB/SmolLM2-135M` at `commit`, with `refs/main` pointing there.
+fn hub_cache(root: &std::path::Path, commit: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let export = root.join("export");
+    let model = pot_formats::Model::open(model_path(SMOLLM2_135M)).unwrap();
+    pot_formats::convert::convert(
+        &model,
+        &export,
+        pot_formats::convert::OutputDType::F16,
+        |_, _| {},
+    )
+    .unwrap();
+    let cache = root.join("hf-home/hub");
+    let repo = cache.join("models--HuggingFaceTB--SmolLM2-135M");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for entry in std::fs::read_dir(&export).unwrap() {
+        let path = entry.unwrap().path();
+        let blob = format!("{:x}", sha2::Sha256::digest(std::fs::read(&path).unwrap()));
+        std::fs::rename(&path, repo.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{blob}"),
+            snapshot.join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    cache
+}
+
+/// `--model1 ORG/NAME` and `--model2 ORG/NAME@COMMIT` are found in the cache ($HF_HOME/hub)
+/// and the report records what they resolved to; a repository not in the cache is bad input
+/// (exit 4) naming the directory searched and the download command.
+#[test]
+fn models_named_by_repository_are_found_in_the_hugging_face_cache() {
+    const COMMIT: &str = "93efa2f097d58c2a74874c7e644dbc9b0cee75a2";
+    let dir = tempfile::tempdir().unwrap();
+    let cache = hub_cache(dir.path(), COMMIT);
+    let hf_home = cache.parent().unwrap().display().to_string();
+    let env = [("HF_HUB_CACHE", ""), ("HF_HOME", hf_home.as_str())];
+    let json = dir.path().join("report.json");
+    let key = common::key_file(dir.path(), 7);
+    let out = pot_env(
+        &[
+            "verify",
+            "--model1",
+            "HuggingFaceTB/SmolLM2-135M",
+            "--model2",
+            &format!("HuggingFaceTB/SmolLM2-135M@{COMMIT}"),
+            "--mode",
+            "quick",
+            "--key-file",
+            &key,
+            "-q",
+            "-o",
+            &json.display().to_string(),
+        ],
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&json);
+    assert_eq!(validate_report(&r), Vec::<String>::new());
+    assert_eq!(r["final_decision"], "SAME");
+    let snapshot = cache
+        .join("models--HuggingFaceTB--SmolLM2-135M/snapshots")
+        .join(COMMIT);
+    assert_eq!(r["model1"], snapshot.display().to_string());
+    for (model, revision) in [("model1", "main"), ("model2", COMMIT)] {
+        let source = &r["sources"][model];
+        assert_eq!(source["repo"], "HuggingFaceTB/SmolLM2-135M");
+        assert_eq!(source["revision"], revision);
+        assert_eq!(source["commit"], COMMIT);
+    }
+
+    let out = pot_env(&["inspect", "HuggingFaceTB/SmolLM2-360M"], &env);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            &cache
+                .join("models--HuggingFaceTB--SmolLM2-360M")
+                .display()
+                .to_string()
+        ) && stderr.contains("hf download HuggingFaceTB/SmolLM2-360M"),
+        "{stderr}"
+    );
+}

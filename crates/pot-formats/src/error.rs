@@ -67,6 +67,20 @@ pub enum FormatError {
     Tokenizer { path: PathBuf, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error(
+        "{repo} is not in the Hugging Face cache (searched {searched}). Download it with `hf download {repo}` (huggingface_hub), set HF_HUB_CACHE or HF_HOME to the cache that holds it, or give a path"
+    )]
+    NotInHubCache { repo: String, searched: PathBuf },
+    #[error(
+        "{repo}: revision `{revision}` is not in the Hugging Face cache (searched {searched}). Download it with `hf download {repo} --revision {revision}`, or name a revision the cache holds"
+    )]
+    RevisionNotInHubCache {
+        repo: String,
+        revision: String,
+        searched: PathBuf,
+    },
+    #[error("{repo} holds several GGUF files ({files}); pick one with --gguf-file NAME")]
+    SeveralGgufInRepo { repo: String, files: String },
 }
 
 impl FormatError {

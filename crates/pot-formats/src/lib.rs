@@ -13,6 +13,7 @@ pub mod error;
 pub mod fixtures;
 pub mod gguf;
 pub mod gguf_write;
+pub mod hub;
 pub mod model;
 pub mod names;
 pub mod quantize;

@@ -16,7 +16,8 @@ mod plan;
 pub mod process;
 
 pub use monitor::{
-    EventLevel, MemoryEvent, MemorySample, Monitor, MonitorConfig, MonitorReport, Thresholds,
+    EventLevel, INTERRUPTED, MemoryEvent, MemorySample, Monitor, MonitorConfig, MonitorReport,
+    Thresholds,
 };
 pub use plan::{Estimate, Execution, Limits, Plan, PlanError, Strategy, Workload, estimates, plan};
 pub use process::{ProcessMemory, SystemMemory};

@@ -48,7 +48,13 @@ pub struct MonitorConfig {
     /// This process's RSS may not exceed this (the plan's budget).
     pub budget_bytes: Option<u64>,
     pub interval: Duration,
+    /// Set by whoever embeds pot to stop the work (Ctrl-C in the Python package): the monitor
+    /// cancels it as at the kill threshold, with the reason [`INTERRUPTED`].
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
+
+/// The abort reason of work stopped through [`MonitorConfig::interrupt`].
+pub const INTERRUPTED: &str = "interrupted";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -271,6 +277,13 @@ fn sample_loop(
                 ));
             }
         }
+        if config
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+        {
+            abort = Some(INTERRUPTED.to_string());
+        }
         if let (Some(own), Some(budget)) = (own, config.budget_bytes)
             && own.rss_bytes > budget
         {
@@ -317,6 +330,7 @@ mod tests {
             },
             budget_bytes: Some(1),
             interval: Duration::from_millis(5),
+            interrupt: None,
         })
         .unwrap();
         let flag = monitor.cancel_flag();
@@ -340,6 +354,7 @@ mod tests {
             thresholds: Thresholds::default(),
             budget_bytes: Some(u64::MAX),
             interval: Duration::from_millis(5),
+            interrupt: None,
         })
         .unwrap();
         std::thread::sleep(Duration::from_millis(30));

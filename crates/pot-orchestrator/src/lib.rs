@@ -17,6 +17,8 @@ mod served;
 pub mod stages;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use pot_challenge_kdf::{Challenge, ChallengeSpec, Commitment, MasterKey};
@@ -52,6 +54,8 @@ pub struct ResourceOptions {
     pub limits: Limits,
     pub thresholds: Thresholds,
     pub monitor_interval: Duration,
+    /// A flag that stops the run when set (an embedder's Ctrl-C), through the monitor.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ResourceOptions {
@@ -65,6 +69,7 @@ impl Default for ResourceOptions {
             },
             thresholds: Thresholds::default(),
             monitor_interval: Duration::from_millis(100),
+            interrupt: None,
         }
     }
 }
@@ -96,6 +101,9 @@ pub struct VerifyOptions {
     pub deployments: Vec<Deployment>,
     /// Why the tolerance is what it is (the path and its measurement, or the preset given).
     pub tolerance_reason: String,
+    /// Models 1 and 2 as resolved in the Hugging Face cache (`ORG/NAME[@REV]`), for the
+    /// report; `None` for a path given as such.
+    pub sources: [Option<pot_formats::hub::HubModel>; 2],
 }
 
 /// Progress events for a front end to display.
@@ -252,6 +260,7 @@ fn start_monitor(resources: &ResourceOptions) -> Result<Monitor, PlanError> {
         thresholds: resources.thresholds,
         budget_bytes: Some(budget),
         interval: resources.monitor_interval,
+        interrupt: resources.interrupt.clone(),
     })
     .map_err(|e| PlanError::Monitor(e.to_string()))
 }

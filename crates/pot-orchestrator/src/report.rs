@@ -31,7 +31,7 @@ pub struct Report {
 
 impl Report {
     pub(crate) fn new(opts: &VerifyOptions) -> Self {
-        let value = json!({
+        let mut value = json!({
             "report_version": REPORT_VERSION,
             "pot_version": env!("CARGO_PKG_VERSION"),
             "model1": opts.reference.as_ref().map_or_else(
@@ -75,6 +75,10 @@ impl Report {
             "served": null,
             "deployments": null,
         });
+        // Only when a model came from the Hugging Face cache: reports of paths are unchanged.
+        if opts.sources.iter().any(Option::is_some) {
+            value["sources"] = json!({ "model1": opts.sources[0], "model2": opts.sources[1] });
+        }
         Self {
             value,
             tokenizers_compatible: true,

@@ -1,0 +1,1 @@
+//! No code: see Cargo.toml (feature unification for the workspace's entry points).
