@@ -145,6 +145,17 @@ pub struct BlockQ8 {
 #[inline(always)]
 pub fn quantize_q8_0(x: &[f32]) -> BlockQ8 {
     assert_eq!(x.len(), QK8);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has AVX-512F/BW/VL (checked with VNNI); x holds 32 values.
+        return unsafe { quantize_q8_0_avx512(x) };
+    }
+    quantize_q8_0_portable(x)
+}
+
+/// [`quantize_q8_0`] element by element (the reference the vector version is tested against).
+#[inline(always)]
+fn quantize_q8_0_portable(x: &[f32]) -> BlockQ8 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -154,6 +165,40 @@ pub fn quantize_q8_0(x: &[f32]) -> BlockQ8 {
         let r = (v * id).round_ties_even() as i32;
         *q = r as i8;
         sum += r;
+    }
+    BlockQ8 {
+        d: f16::from_f32(d),
+        qs,
+        s: f16::from_f32(d * sum as f32),
+    }
+}
+
+/// [`quantize_q8_0`] sixteen values at a time: the same `amax`, `d` and `id`, the products
+/// `x * id` rounded half to even by `vcvtps2dq` (the default rounding mode), the same sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_q8_0_avx512(x: &[f32]) -> BlockQ8 {
+    use std::arch::x86_64::*;
+    assert_eq!(x.len(), QK8);
+    // SAFETY: x holds 32 values.
+    let (v0, v1) = unsafe {
+        (
+            _mm512_loadu_ps(x.as_ptr()),
+            _mm512_loadu_ps(x.as_ptr().add(16)),
+        )
+    };
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let scale = _mm512_set1_ps(id);
+    let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, scale));
+    let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, scale));
+    let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    let mut qs = [0i8; QK8];
+    // SAFETY: qs holds 32 bytes, written sixteen at a time.
+    unsafe {
+        _mm_storeu_si128(qs.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(qs.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(q1));
     }
     BlockQ8 {
         d: f16::from_f32(d),
@@ -177,6 +222,17 @@ pub struct BlockQ8K {
 #[inline(always)]
 pub fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
     assert_eq!(x.len(), QKK);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has AVX-512F/BW/VL (checked with VNNI); x holds 256 values.
+        return unsafe { quantize_q8_k_avx512(x) };
+    }
+    quantize_q8_k_portable(x)
+}
+
+/// [`quantize_q8_k`] element by element (the reference the vector version is tested against).
+#[inline(always)]
+fn quantize_q8_k_portable(x: &[f32]) -> BlockQ8K {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -198,6 +254,48 @@ pub fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
     }
     for (sum, qs) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
         *sum = qs.iter().map(|&q| q as i16).sum();
+    }
+    block.d = 1.0 / iscale;
+    block
+}
+
+/// [`quantize_q8_k`] sixteen values at a time: the same `max` (the first value of largest
+/// magnitude), the same products `iscale * x`, rounded half to even by `vcvtps2dq` (the default
+/// rounding mode, as `round_ties_even`), clamped to 127, and the sums of sixteen.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_q8_k_avx512(x: &[f32]) -> BlockQ8K {
+    use std::arch::x86_64::*;
+    assert_eq!(x.len(), QKK);
+    let mut block = BlockQ8K {
+        d: 0.0,
+        qs: [0; QKK],
+        bsums: [0; QKK / 16],
+    };
+    // SAFETY (loads): x holds 256 values, read sixteen at a time.
+    let load = |c: usize| unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * c)) };
+    let mut amax = _mm512_setzero_ps();
+    for c in 0..QKK / 16 {
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(load(c)));
+    }
+    let amax = _mm512_reduce_max_ps(amax);
+    if amax == 0.0 {
+        return block;
+    }
+    // The first value whose magnitude is the largest: what the scalar loop keeps.
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    let (scale, top) = (_mm512_set1_ps(iscale), _mm512_set1_epi32(127));
+    for c in 0..QKK / 16 {
+        let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(scale, load(c))), top);
+        block.bsums[c] = _mm512_reduce_add_epi32(q) as i16;
+        // SAFETY: qs holds 256 bytes, written sixteen at a time.
+        unsafe {
+            _mm_storeu_si128(
+                block.qs.as_mut_ptr().add(16 * c).cast(),
+                _mm512_cvtepi32_epi8(q),
+            )
+        };
     }
     block.d = 1.0 / iscale;
     block
@@ -477,6 +575,11 @@ impl BlockMatrix {
             // SAFETY: the CPU has AVX-512F (checked with VNNI).
             return unsafe { self.block_f32_zmm(j0, width, a, out) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if has_vnni() && matches!(self.dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
+            // SAFETY: the CPU has AVX-512 VNNI with BW (checked).
+            return unsafe { self.block_kquant_zmm(j0, width, a, out) };
+        }
         // Inputs in chunks that stay in L1 while the block's weight rows pass over them.
         const ROWS: usize = 32;
         for i0 in (0..a.rows).step_by(ROWS) {
@@ -514,16 +617,30 @@ impl BlockMatrix {
     ) {
         let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
         for i in (0..full_i).step_by(4) {
-            for dj in (0..full_j).step_by(4) {
-                // SAFETY: the caller checked the CPU; rows j0 + dj .. + 4 and inputs i .. i + 4
-                // exist.
+            let mut dj = 0;
+            while dj < full_j {
+                // Eight rows a tile where they exist: the inputs' loads serve twice the rows.
+                let rows = if REPACKED || dj + 8 > full_j { 4 } else { 8 };
+                // SAFETY: the caller checked the CPU; rows j0 + dj .. + rows and inputs
+                // i .. i + 4 exist.
                 unsafe {
-                    if REPACKED {
-                        small_tile_vnni::<4, 4, SIGNED, true>(self, j0 + dj, a, i, out, width, dj)
-                    } else {
-                        small_tile_zmm::<4, 2, SIGNED>(self, j0 + dj, a, i, out, width, dj)
+                    match (REPACKED, rows) {
+                        (true, _) => small_tile_vnni::<4, 4, SIGNED, true>(
+                            self,
+                            j0 + dj,
+                            a,
+                            i,
+                            out,
+                            width,
+                            dj,
+                        ),
+                        (false, 8) => {
+                            small_tile_zmm::<8, 2, SIGNED>(self, j0 + dj, a, i, out, width, dj)
+                        }
+                        _ => small_tile_zmm::<4, 2, SIGNED>(self, j0 + dj, a, i, out, width, dj),
                     }
                 };
+                dj += rows;
             }
         }
         for i in 0..a.rows {
@@ -554,6 +671,28 @@ impl BlockMatrix {
             for dj in dj0..width {
                 // SAFETY: as above, one row by one input.
                 unsafe { f32_tile_zmm::<1, 1>(self, j0 + dj, a, i, out, width, dj) };
+            }
+        }
+    }
+
+    /// [`Self::block`] for K-quants in tiles of four weight rows by four inputs
+    /// ([`kquant_tile_zmm`]); outputs outside whole tiles one by one ([`kquant_dot_vnni`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    unsafe fn block_kquant_zmm(&self, j0: usize, width: usize, a: &Input, out: &mut [f32]) {
+        let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
+        for i in (0..full_i).step_by(4) {
+            for dj in (0..full_j).step_by(4) {
+                // SAFETY: the caller checked the CPU; rows j0 + dj .. + 4 and inputs i .. i + 4
+                // exist.
+                unsafe { kquant_tile_zmm(self, j0 + dj, a, i, out, width, dj) };
+            }
+        }
+        for i in 0..a.rows {
+            let dj0 = if i < full_i { full_j } else { 0 };
+            for dj in dj0..width {
+                // SAFETY: the caller checked the CPU; only K-quants reach here.
+                out[i * width + dj] = unsafe { kquant_dot_vnni(self, j0 + dj, a, i) };
             }
         }
     }
@@ -966,6 +1105,196 @@ unsafe fn kquant_dot_vnni(m: &BlockMatrix, j: usize, a: &Input, i: usize) -> f32
         fold_k_super_block(path, sums, (dw, dmin), da, (&mut acc, &mut acc_min));
     }
     acc - acc_min
+}
+
+/// Sixteen exact integer sums, one per lane, from `acc[r][cp]` (weight row `r`, inputs
+/// `2 cp` and `2 cp + 1` in the low and high 256 bits, eight lanes each): lane `4 c + r` holds
+/// row `r`'s sum for input `c`. Integer adds in a tree (exact in any order).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn reduce_tile(acc: &[[std::arch::x86_64::__m512i; 2]; 4]) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let half = |cp: usize| {
+        // Per 128-bit chunk: [r0, r1] interleaved partial sums, then [r0, r1, r2, r3].
+        let pair = |a: __m512i, b: __m512i| {
+            _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+        };
+        let (t01, t23) = (pair(acc[0][cp], acc[1][cp]), pair(acc[2][cp], acc[3][cp]));
+        _mm512_add_epi32(
+            _mm512_unpacklo_epi64(t01, t23),
+            _mm512_unpackhi_epi64(t01, t23),
+        )
+    };
+    let (y0, y1) = (half(0), half(1));
+    // Chunks 0+1 are input 2 cp, chunks 2+3 input 2 cp + 1.
+    _mm512_add_epi32(
+        _mm512_shuffle_i32x4(y0, y1, 0b10_00_10_00),
+        _mm512_shuffle_i32x4(y0, y1, 0b11_01_11_01),
+    )
+}
+
+/// Four weight rows (`j ..`) by four inputs (`i ..`) of a K-quant, written to
+/// `out[(i + c) * width + dj + r]`: per sub-block of 32, `vpmaddubsw` of the weight's quants
+/// and the input's (two inputs per 512-bit register) and `vpdpwssd` by the sub-block's scale;
+/// the exact sums reduced to one lane per output ([`reduce_tile`]) per pair of sub-blocks (the
+/// Q4_K gemm) or per super-block; the minimums' term by `vpmaddwd` of the row's minimums and
+/// the input's sums of 32. Then ggml's float steps of [`fold_k_super_block`] on sixteen lanes
+/// at once: lane by lane the same operations in the same order as [`BlockMatrix::dot_with`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+// A register tile indexes its accumulators, inputs and weights by the same row and input.
+#[allow(clippy::needless_range_loop)]
+unsafe fn kquant_tile_zmm(
+    m: &BlockMatrix,
+    j: usize,
+    a: &Input,
+    i: usize,
+    out: &mut [f32],
+    width: usize,
+    dj: usize,
+) {
+    use std::arch::x86_64::*;
+    const R: usize = 4;
+    const C: usize = 4;
+    let k = m.cols;
+    let nb = k / QKK;
+    let q6 = m.dtype == DType::Q6_K;
+    let per_scale = if q6 { 16 } else { 8 };
+    assert!((j + R) * k <= m.q.len() && (i + C) * k <= a.q.len());
+    assert!((j + R) * nb <= m.d.len() && (i + C) * nb <= a.d.len());
+    assert!((j + R) * nb * per_scale <= m.sc.len() && (i + C) * nb * 16 <= a.bsums.len());
+    assert!(q6 || ((j + R) * nb * 8 <= m.mins.len() && (j + R) * nb <= m.m.len()));
+    assert!((i + C - 1) * width + dj + R <= out.len());
+    let path = if q6 { KPath::Tiled } else { KPath::of(m, a, i) };
+    debug_assert!(path == KPath::Tiled || KPath::of(m, a, i + C - 1) == path);
+    let zero = _mm512_setzero_si512();
+    let off = _mm512_set1_epi8(32);
+    // Lane 4 c + r: row r's value broadcast over the inputs, input c's over the rows.
+    let rows_f = |v: &[f32]| {
+        let x = _mm_setr_ps(v[j * nb], v[(j + 1) * nb], v[(j + 2) * nb], v[(j + 3) * nb]);
+        _mm512_broadcast_f32x4(x)
+    };
+    let inputs_f = |v: &[f32]| {
+        let x = _mm_setr_ps(v[i * nb], v[(i + 1) * nb], v[(i + 2) * nb], v[(i + 3) * nb]);
+        _mm512_permutexvar_ps(
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm512_castps128_ps512(x),
+        )
+    };
+    let (mut acc, mut acc_min) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for b in 0..nb {
+        let dw = rows_f(&m.d[b..]);
+        let da = inputs_f(&a.d[b..]);
+        // The minimums' term per pair of sub-blocks, lane 4 c + r, as `p2` of the scalar
+        // code: min(2p) * sum32(2p) + min(2p + 1) * sum32(2p + 1).
+        let mut p2 = [zero; 4];
+        let mut dmin = _mm512_setzero_ps();
+        if !q6 {
+            dmin = rows_f(&m.m[b..]);
+            // Chunk c: input c's eight sums of 32 quants (sums of 16 added in pairs).
+            let mut sums = zero;
+            for c in 0..C {
+                // SAFETY: super-block b of input i + c has sixteen sums (asserted above).
+                let s16 = unsafe {
+                    _mm256_loadu_si256(a.bsums.as_ptr().add(((i + c) * nb + b) * 16).cast())
+                };
+                let s32 = _mm256_cvtepi32_epi16(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+                sums = _mm512_mask_broadcast_i32x4(sums, 0xf << (4 * c), s32);
+            }
+            // Per row: chunk c = [p2(pair 0 .. 3)] for input c; then a 4 x 4 transpose per
+            // chunk puts row r in lane r.
+            let per_row: [__m512i; R] = std::array::from_fn(|r| {
+                // SAFETY: super-block b of row j + r has eight minimums (asserted above).
+                let mins =
+                    unsafe { _mm_loadu_si128(m.mins.as_ptr().add(((j + r) * nb + b) * 8).cast()) };
+                _mm512_madd_epi16(_mm512_broadcast_i32x4(mins), sums)
+            });
+            let t0 = _mm512_unpacklo_epi32(per_row[0], per_row[1]);
+            let t1 = _mm512_unpackhi_epi32(per_row[0], per_row[1]);
+            let t2 = _mm512_unpacklo_epi32(per_row[2], per_row[3]);
+            let t3 = _mm512_unpackhi_epi32(per_row[2], per_row[3]);
+            p2 = [
+                _mm512_unpacklo_epi64(t0, t2),
+                _mm512_unpackhi_epi64(t0, t2),
+                _mm512_unpacklo_epi64(t1, t3),
+                _mm512_unpackhi_epi64(t1, t3),
+            ];
+        }
+        let mut isum = [[zero; 2]; R];
+        for sub in 0..8 {
+            let mut xv = [zero; 2];
+            let mut corr = [zero; 2];
+            for cp in 0..2 {
+                let (c0, c1) = (i + 2 * cp, i + 2 * cp + 1);
+                // SAFETY: sub-block `sub` of super-block b of inputs c0 and c1 lies inside a.q.
+                unsafe {
+                    let x0 =
+                        _mm256_loadu_si256(a.q.as_ptr().add(c0 * k + b * QKK + sub * 32).cast());
+                    let x1 =
+                        _mm256_loadu_si256(a.q.as_ptr().add(c1 * k + b * QKK + sub * 32).cast());
+                    xv[cp] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+                }
+                if q6 {
+                    corr[cp] = _mm512_maddubs_epi16(off, xv[cp]);
+                }
+            }
+            for r in 0..R {
+                let row = (j + r) * nb + b;
+                // SAFETY: sub-block `sub` of super-block b of row j + r lies inside m.q.
+                let mut wv = unsafe {
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        m.q.as_ptr().add((j + r) * k + b * QKK + sub * 32).cast(),
+                    ))
+                };
+                let scale = if q6 {
+                    wv = _mm512_add_epi8(wv, off);
+                    let (lo, hi) = (m.sc[row * 16 + 2 * sub], m.sc[row * 16 + 2 * sub + 1]);
+                    _mm512_broadcast_i64x4(_mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)))
+                } else {
+                    _mm512_set1_epi16(m.sc[row * 8 + sub])
+                };
+                for cp in 0..2 {
+                    let mut p = _mm512_maddubs_epi16(wv, xv[cp]);
+                    if q6 {
+                        p = _mm512_sub_epi16(p, corr[cp]);
+                    }
+                    isum[r][cp] = _mm512_dpwssd_epi32(isum[r][cp], p, scale);
+                }
+            }
+            if path == KPath::Gemm && sub % 2 == 1 {
+                let p1 = _mm512_cvtepi32_ps(reduce_tile(&isum));
+                acc = _mm512_fmadd_ps(p1, _mm512_mul_ps(dw, da), acc);
+                acc_min = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(p2[sub / 2]),
+                    _mm512_mul_ps(dmin, da),
+                    acc_min,
+                );
+                isum = [[zero; 2]; R];
+            }
+        }
+        if path == KPath::Gemm {
+            continue;
+        }
+        let s1 = _mm512_cvtepi32_ps(reduce_tile(&isum));
+        if q6 {
+            acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, s1), da, acc);
+        } else {
+            let s2 = _mm512_add_epi32(
+                _mm512_add_epi32(p2[0], p2[1]),
+                _mm512_add_epi32(p2[2], p2[3]),
+            );
+            let res = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(s2), _mm512_mul_ps(dw, s1));
+            acc = _mm512_fmadd_ps(res, da, acc);
+        }
+    }
+    let mut lanes = [0f32; 16];
+    // SAFETY: the array holds sixteen f32 (an unaligned store).
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc, acc_min)) };
+    for c in 0..C {
+        for r in 0..R {
+            out[(i + c) * width + dj + r] = lanes[4 * c + r];
+        }
+    }
 }
 
 /// [`small_tile_vnni`] (not repacked) with two inputs per 512-bit register: `R` weight rows
@@ -1514,10 +1843,12 @@ pub fn attention(qkv: &mut [f32], spans: &[(usize, usize)], a: &Attention) -> Ve
                         }
                         let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                         let mut sum = 0f64;
-                        for chunk in p.chunks_mut(16) {
+                        for (c, chunk) in p.chunks_mut(16).enumerate() {
                             let mut lanes = [0f32; 16];
                             for (l, v) in chunk.iter_mut().enumerate() {
-                                *v = v_expf(*v - max);
+                                // A masked position's exponential is exactly 0 (of -inf).
+                                let j = 16 * c + l;
+                                *v = if j < first || j > i { 0.0 } else { v_expf(*v - max) };
                                 lanes[l] = *v;
                             }
                             sum += f64::from(hsum16(lanes));
@@ -1525,7 +1856,8 @@ pub fn attention(qkv: &mut [f32], spans: &[(usize, usize)], a: &Attention) -> Ve
                         let inv = (1.0 / sum) as f32;
                         p.iter_mut().for_each(|v| *v = round(*v * inv));
                         lanes_pv.iter_mut().for_each(|l| *l = [0f32; 16]);
-                        for (j, &pj) in p.iter().enumerate() {
+                        // Masked positions (p = 0) are left out: `fma(v, 0, lane)` is the lane.
+                        for (j, &pj) in p.iter().enumerate().take(i + 1).skip(first) {
                             for (lanes, &vd) in lanes_pv.iter_mut().zip(v(j)) {
                                 lanes[j % 16] = vd.mul_add(pj, lanes[j % 16]);
                             }
@@ -1652,6 +1984,47 @@ mod tests {
     /// The batched kernels (register tiles, `vpdpbusd` / `vpdpwssd` where the CPU has them)
     /// give the bits of the portable per-output formula for every type, for matrices with and
     /// without whole tiles and repacking groups.
+    #[test]
+    fn the_vector_quantisers_are_the_portable_ones() {
+        let mut blocks: Vec<Vec<f32>> = (0..64)
+            .flat_map(|seed| {
+                values(seed)
+                    .chunks_exact(QKK)
+                    .map(<[f32]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Ties (iscale = 1: q = round half to even of x), the first of equal magnitudes, zero.
+        blocks.push(
+            (0..QKK)
+                .map(|i| {
+                    if i == 3 {
+                        -127.0
+                    } else {
+                        (i % 40) as f32 - 19.5
+                    }
+                })
+                .collect(),
+        );
+        blocks.push(
+            (0..QKK)
+                .map(|i| if i % 2 == 0 { 64.0 } else { -64.0 })
+                .collect(),
+        );
+        blocks.push(
+            (0..QKK)
+                .map(|i| if i % 2 == 0 { -64.0 } else { 64.0 })
+                .collect(),
+        );
+        blocks.push(vec![0.0; QKK]);
+        for x in &blocks {
+            assert_eq!(quantize_q8_k(x), quantize_q8_k_portable(x), "{x:?}");
+            for b in x.chunks_exact(QK8) {
+                assert_eq!(quantize_q8_0(b), quantize_q8_0_portable(b), "{b:?}");
+            }
+        }
+    }
+
     #[test]
     fn batched_kernels_give_the_portable_formula_bits() {
         let cols = 512;
