@@ -536,23 +536,51 @@ impl BlockMatrix {
         assert_eq!(x.len(), n * self.cols, "{n} rows of {}", self.cols);
         let input = Input::quantize(self.dtype, x, n, self.cols);
         // Outputs in column blocks (the block's weight rows stay in cache across the inputs),
-        // each block's outputs stored input by input, then copied into place.
+        // each computed into a buffer of the task's own, input by input, then written into its
+        // columns of y: the blocks' columns are disjoint, so no two tasks write one element.
         const COLS: usize = 16;
-        let mut blocks = vec![0f32; self.rows * n];
-        blocks
-            .par_chunks_mut(COLS * n)
-            .enumerate()
-            .for_each(|(block, out)| self.block(block * COLS, out.len() / n, &input, out));
-        for (block, out) in blocks.chunks(COLS * n).enumerate() {
-            let (j0, width) = (block * COLS, out.len() / n);
-            for (i, row) in y.chunks_mut(ldc).take(n).enumerate() {
-                let dst = &mut row[j0..j0 + width];
-                dst.copy_from_slice(&out[i * width..(i + 1) * width]);
-                if let Some(b) = bias {
-                    dst.iter_mut().zip(&b[j0..]).for_each(|(v, b)| *v += b);
+        assert!(
+            n == 0 || (n - 1) * ldc + self.rows <= y.len(),
+            "y holds {n} rows of {ldc}"
+        );
+        assert!(bias.is_none_or(|b| b.len() >= self.rows));
+        /// y's elements, shared by the tasks that write disjoint columns of it.
+        struct Columns(*mut f32);
+        // SAFETY: each task writes only its own columns (see above), and y outlives the tasks.
+        unsafe impl Sync for Columns {}
+        let y_ptr = Columns(y.as_mut_ptr());
+        let y_ptr = &y_ptr;
+        (0..self.rows.div_ceil(COLS)).into_par_iter().for_each_init(
+            Vec::new,
+            |out: &mut Vec<f32>, block| {
+                let j0 = block * COLS;
+                let width = COLS.min(self.rows - j0);
+                out.clear();
+                out.resize(width * n, 0.0);
+                self.block(j0, width, &input, out);
+                for (i, src) in out.chunks_exact(width).enumerate() {
+                    if let Some(b) = bias {
+                        src.iter()
+                            .zip(&b[j0..j0 + width])
+                            .enumerate()
+                            .for_each(|(dj, (v, b))| {
+                                // SAFETY: i * ldc + j0 + dj < y.len() (asserted above); the
+                                // column j0 + dj is this task's alone.
+                                unsafe { y_ptr.0.add(i * ldc + j0 + dj).write(v + b) }
+                            });
+                    } else {
+                        // SAFETY: as above, for the `width` columns from j0 of row i.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src.as_ptr(),
+                                y_ptr.0.add(i * ldc + j0),
+                                width,
+                            )
+                        };
+                    }
                 }
-            }
-        }
+            },
+        );
     }
 
     /// Outputs `j0 .. j0 + width` for every input, `out[i * width + dj]`.
@@ -1848,7 +1876,11 @@ pub fn attention(qkv: &mut [f32], spans: &[(usize, usize)], a: &Attention) -> Ve
                             for (l, v) in chunk.iter_mut().enumerate() {
                                 // A masked position's exponential is exactly 0 (of -inf).
                                 let j = 16 * c + l;
-                                *v = if j < first || j > i { 0.0 } else { v_expf(*v - max) };
+                                *v = if j < first || j > i {
+                                    0.0
+                                } else {
+                                    v_expf(*v - max)
+                                };
                                 lanes[l] = *v;
                             }
                             sum += f64::from(hsum16(lanes));
