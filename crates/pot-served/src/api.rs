@@ -110,7 +110,9 @@ pub(crate) fn tokenize(
         Api::Vllm => ("/tokenize", json!({ "prompt": text, "model": model })),
         Api::OpenAi | Api::Sglang => return Ok(None),
     };
-    let v = client.post(path, &body)?;
+    // Token ids: a few bytes each, at most a token per byte of the text (plus specials).
+    let bound = (1 << 20) + (text.len() as u64 + 16) * 16;
+    let v = client.post_bounded(path, &body, bound)?;
     let url = format!("{}{path}", client.base());
     let ids = v["tokens"]
         .as_array()
@@ -138,7 +140,7 @@ pub(crate) fn score_text(
                 "top_logprobs_num": top_k,
                 "return_text_in_logprobs": true,
             });
-            let v = client.post("/generate", &body)?;
+            let v = client.post_bounded("/generate", &body, response_bound(text, top_k))?;
             parse_sglang(&v, &format!("{}/generate", client.base()))
         }
         _ => {
@@ -153,10 +155,19 @@ pub(crate) fn score_text(
             if api == Api::Vllm {
                 body["return_tokens_as_token_ids"] = true.into();
             }
-            let v = client.post("/v1/completions", &body)?;
+            let v = client.post_bounded("/v1/completions", &body, response_bound(text, top_k))?;
             parse_completion(&v, api, &format!("{}/v1/completions", client.base()))
         }
     }
+}
+
+/// The most a prompt's log-probs can legitimately take as JSON: at most a token per byte of
+/// the text (plus specials and the one generated), each position with its token, log-prob,
+/// offset and `top_k` alternatives, each entry under 1 KiB (a token's text escaped as `\uXXXX`
+/// is six bytes a byte), plus 1 MiB for the rest. A 600-byte prompt at k = 20: 16 MiB.
+pub fn response_bound(text: &str, top_k: usize) -> u64 {
+    let positions = text.len() as u64 + 16;
+    (1 << 20) + positions * (top_k as u64 + 4) * 1024
 }
 
 fn shape(url: &str, field: &str, detail: &str) -> ServedError {

@@ -31,9 +31,12 @@ impl Default for ClientOptions {
     }
 }
 
-/// Responses larger than this are refused (a 2,000-token prompt with 20 alternatives per
-/// position is about 1 MB of JSON).
-const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+/// Responses larger than this are refused whatever the request (a 2,000-token prompt with 20
+/// alternatives per position is about 1 MB of JSON).
+pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+
+/// The bound of a request without a larger one of its own (model lists, versions): 4 MiB.
+const SMALL_RESPONSE_BYTES: u64 = 4 << 20;
 
 pub struct Client {
     base: String,
@@ -68,19 +71,34 @@ impl Client {
         &self.base
     }
 
+    /// GET `path`; its answer may hold at most 4 MiB.
     pub fn get(&self, path: &str) -> Result<Value, ServedError> {
-        self.request(path, None)
+        self.request(path, None, SMALL_RESPONSE_BYTES)
     }
 
+    /// POST `body` to `path`; its answer may hold at most 4 MiB.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ServedError> {
-        self.request(path, Some(body))
+        self.request(path, Some(body), SMALL_RESPONSE_BYTES)
     }
 
-    fn request(&self, path: &str, body: Option<&Value>) -> Result<Value, ServedError> {
+    /// POST with the bound of what this request can legitimately return (for a prompt's
+    /// log-probs: its tokens times the alternatives asked for), at most
+    /// [`MAX_RESPONSE_BYTES`]. A longer answer is refused and not retried: the server would
+    /// send it again.
+    pub fn post_bounded(
+        &self,
+        path: &str,
+        body: &Value,
+        max_bytes: u64,
+    ) -> Result<Value, ServedError> {
+        self.request(path, Some(body), max_bytes.min(MAX_RESPONSE_BYTES))
+    }
+
+    fn request(&self, path: &str, body: Option<&Value>, limit: u64) -> Result<Value, ServedError> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
-            match self.once(&url, body) {
+            match self.once(&url, body, limit) {
                 Ok(v) => return Ok(v),
                 Err(Attempt::Final(reason)) => return Err(ServedError::Http { url, reason }),
                 Err(Attempt::Retry(reason)) if attempt >= self.options.retries => {
@@ -97,7 +115,7 @@ impl Client {
         }
     }
 
-    fn once(&self, url: &str, body: Option<&Value>) -> Result<Value, Attempt> {
+    fn once(&self, url: &str, body: Option<&Value>, limit: u64) -> Result<Value, Attempt> {
         let auth = self.options.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let response = match body {
             Some(body) => {
@@ -128,9 +146,15 @@ impl Client {
         let text = response
             .body_mut()
             .with_config()
-            .limit(MAX_RESPONSE_BYTES)
+            .limit(limit)
             .read_to_string()
-            .map_err(|e| Attempt::Retry(format!("response not read ({e})")))?;
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => Attempt::Final(format!(
+                    "the response is longer than {limit} bytes, more than this request can \
+                     legitimately return: refused, not retried"
+                )),
+                e => Attempt::Retry(format!("response not read ({e})")),
+            })?;
         match status {
             200..=299 => serde_json::from_str(&text)
                 .map_err(|e| Attempt::Final(format!("the response is not JSON ({e})"))),

@@ -96,3 +96,35 @@ fn busy_and_failing_servers_are_retried_then_reported() {
 
     assert!(Client::new("ftp://x", options(None)).is_err());
 }
+
+/// An answer longer than the request can legitimately return is refused at once: one request,
+/// no retries (it would come again), and a message that says why.
+#[test]
+fn an_answer_longer_than_its_bound_is_refused_without_retries() {
+    let huge: &'static str =
+        Box::leak(format!("{{\"x\":\"{}\"}}", "a".repeat(50_000)).into_boxed_str());
+    let (url, seen) = scripted(vec![(200, huge), (200, huge), (200, huge)]);
+    let client = Client::new(&url, options(None)).unwrap();
+    let err = client
+        .post_bounded("/v1/completions", &serde_json::json!({}), 10_000)
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("longer than 10000 bytes") && text.contains("not retried"),
+        "{text}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The same answer within its bound is read.
+    let v = client
+        .post_bounded("/v1/completions", &serde_json::json!({}), 100_000)
+        .unwrap();
+    assert_eq!(v["x"].as_str().unwrap().len(), 50_000);
+}
+
+#[test]
+fn a_prompts_bound_grows_with_its_length_and_alternatives() {
+    let short = pot_served::api::response_bound("Hello", 20);
+    let long = pot_served::api::response_bound(&"word ".repeat(400), 20);
+    assert!(short < long && long < pot_served::client::MAX_RESPONSE_BYTES);
+    assert!(pot_served::api::response_bound(&"x".repeat(600), 20) <= 17 << 20);
+}
