@@ -327,7 +327,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
                 return Err(exit::fail(
                     exit::USAGE,
                     anyhow!(
-                        "--deployment needs --model1 (a model file to build deployments from),                          not --reference"
+                        "--deployment needs --model1 (a model file to build deployments from), not --reference"
                     ),
                 ));
             }

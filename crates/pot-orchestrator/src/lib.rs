@@ -483,7 +483,8 @@ fn served_pipeline(
             check_reference(&fp, commitment)?;
             if fp.header.vocab_sha256 != tokenizer.vocab_sha256() {
                 return Err(ScoringError::from(FingerprintError::Mismatch(
-                    "the tokenizer given with --tokenizer is not the one the fingerprint was                      made with (vocabulary digests differ); pass model 1's tokenizer"
+                    "the tokenizer given with --tokenizer is not the one the fingerprint was made with \
+                     (vocabulary digests differ); pass model 1's tokenizer"
                         .into(),
                 ))
                 .into());

@@ -308,7 +308,9 @@ impl Report {
         self.value["deployments"] = json!({
             "tested": rows,
             "named": test.chosen(),
-            "rule": "SAME names a deployment whose interval lies below its tolerance; DIFFERENT                      when every deployment's lies above; each interval at confidence 1 - alpha/m                      (m deployments), so all hold at once with 1 - alpha (docs/STATISTICS.md)",
+            "rule": "SAME names a deployment whose interval lies below its tolerance; DIFFERENT \
+                     when every deployment's lies above; each interval at confidence 1 - alpha/m \
+                     (m deployments), so all hold at once with 1 - alpha (docs/STATISTICS.md)",
         });
     }
 
