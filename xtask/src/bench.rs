@@ -129,7 +129,7 @@ fn streaming(args: &[String]) -> Result<()> {
         .unwrap_or(0);
     // Built once up front (with the workspace's features, so burn is not built a second time),
     // so the timed runs below measure the passes only.
-    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let build = crate::cargo()
         .args(["build", "--quiet", "--workspace", "--examples"])
         .status()?;
     if !build.success() {
@@ -237,12 +237,8 @@ fn streaming(args: &[String]) -> Result<()> {
 
 /// The built example binary (`cargo build -p pot-scoring --example NAME` first).
 fn example_binary(name: &str) -> Vec<String> {
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| crate::fixtures::workspace_root().join("target"),
-        PathBuf::from,
-    );
     vec![
-        target
+        crate::target_dir()
             .join("debug")
             .join("examples")
             .join(name)
@@ -343,8 +339,7 @@ fn bench_model(name: &str, o: &Options) -> Result<Row> {
 
 /// `cargo run --quiet -p pot-scoring --example NAME --`, ready for the example's arguments.
 fn example(name: &str) -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = crate::cargo();
     cmd.args([
         "run",
         "--quiet",

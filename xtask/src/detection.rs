@@ -50,19 +50,7 @@ fn pot() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("POT_BIN") {
         return Ok(bin.into());
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", "pot-cli"])
-        .current_dir(fixtures::workspace_root())
-        .status()
-        .context("cannot run cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p pot-cli failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| fixtures::workspace_root().join("target"));
-    Ok(target.join("debug/pot"))
+    crate::built_pot()
 }
 
 /// The scores of the first `n` challenges (`pot calibrate --json`).

@@ -4,7 +4,6 @@
 //! crates/pot-workspace-hack asks for those features; this check finds what it misses.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -13,8 +12,7 @@ pub const ENTRY_POINTS: [&str; 3] = ["pot-cli", "pot-python", "xtask"];
 
 /// `(package version, features)` lines of `cargo tree` for `selection`.
 fn feature_sets(selection: &[&str], edges: &str) -> Result<BTreeSet<String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let out = crate::cargo()
         .arg("tree")
         .args(selection)
         .args([

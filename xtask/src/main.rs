@@ -88,8 +88,7 @@ fn golden(args: &[String]) -> Result<()> {
         [flag] if flag == "--accept" || flag == "--review" => true,
         _ => bail!("usage: cargo xtask golden [--accept]"),
     };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--", "golden_"]);
     if accept {
         cmd.env("INSTA_UPDATE", "always").env_remove("CI");
@@ -116,22 +115,30 @@ fn golden(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The cargo that runs this task (`$CARGO`), or `cargo` from the path.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The workspace's target directory: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| fixtures::workspace_root().join("target"))
+}
+
 /// The `pot` binary, built as `cargo run -p pot-cli` builds it: the dependencies are the ones
 /// `cargo test --workspace` compiles (crates/pot-workspace-hack unifies their features), so
 /// neither command compiles them twice.
 fn built_pot() -> Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
+    let built = cargo()
         .args(["build", "-p", "pot-cli", "--quiet"])
         .status()
         .context("cannot run cargo")?;
     if !built.success() {
         bail!("the build failed (cargo build -p pot-cli)");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| fixtures::workspace_root().join("target"));
-    Ok(target.join("debug").join("pot"))
+    Ok(target_dir().join("debug").join("pot"))
 }
 
 /// The README's main job: a real verification on the smallest fixture model.

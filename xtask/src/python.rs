@@ -25,22 +25,6 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The target directory cargo uses for this workspace (so maturin's build reuses what
-/// `cargo test --workspace` compiled: the package builds with the same dev profile).
-fn target_dir(cargo: &str) -> Result<PathBuf> {
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(workspace_root())
-        .output()
-        .context("cannot run cargo metadata")?;
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("cargo metadata's output")?;
-    meta["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
-}
-
 /// `$PATH` with `dir` first.
 fn path_with(dir: &Path) -> std::ffi::OsString {
     let rest = std::env::var_os("PATH").unwrap_or_default();
@@ -71,8 +55,8 @@ pub fn pytest(args: &[String]) -> Result<()> {
         ]),
         "pip install maturin pytest",
     )?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = target_dir(&cargo)?;
+    // The same target directory as `cargo test`, so maturin reuses what it compiled.
+    let target = crate::target_dir();
     eprintln!(
         "pytest: pip install ./python (maturin, target directory {})",
         target.display()

@@ -62,10 +62,6 @@ where
     result.map(|code| Ran { code, outputs })
 }
 
-fn embedded() -> bool {
-    STATE.with(|s| s.borrow().is_some())
-}
-
 /// A command's JSON output: printed (pretty) on the terminal, handed to the embedder otherwise.
 pub(crate) fn print_json(value: &Value) -> serde_json::Result<()> {
     if !keep(value) {
@@ -92,7 +88,7 @@ fn keep(value: &Value) -> bool {
 
 /// Whether stdout's text (summaries, tables) is left out: an embedder reads the JSON instead.
 pub(crate) fn quiet_stdout() -> bool {
-    embedded()
+    STATE.with(|s| s.borrow().is_some())
 }
 
 /// Hands a progress event to the embedder's callback; `false` when there is none (the caller

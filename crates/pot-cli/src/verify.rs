@@ -93,6 +93,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     progress: String,
     /// Models 1 and 2 as found in the Hugging Face cache, when named `ORG/NAME[@REV]`.
+    /// (A vector, not an array: a `Command` variant stays small.)
     #[arg(skip)]
     sources: Vec<Option<HubModel>>,
 }
@@ -106,12 +107,9 @@ impl ModelArgs for VerifyArgs {
     }
 
     fn resolved(&mut self, sources: Vec<Option<HubModel>>) {
+        // In the order of `model_paths`: model 1 when given, then model 2.
         let mut sources = sources.into_iter();
-        let model1 = if self.model1.is_some() {
-            sources.next().flatten()
-        } else {
-            None
-        };
+        let model1 = self.model1.as_ref().and_then(|_| sources.next().flatten());
         self.sources = vec![model1, sources.next().flatten()];
     }
 }
@@ -400,7 +398,7 @@ pub fn verify_cmd(args: VerifyArgs) -> Result<u8, Failure> {
         arithmetic,
         deployments,
         tolerance_reason: reason,
-        sources: [args.sources.first(), args.sources.get(1)].map(|s| s.cloned().flatten()),
+        sources: std::array::from_fn(|k| args.sources.get(k).cloned().flatten()),
     };
     // Two live models under --enable-8bit are quantised alike, so the same weights still score
     // near 0; a fingerprint's log-probs came from unquantised weights, and int8 against them

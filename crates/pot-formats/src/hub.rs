@@ -6,6 +6,7 @@
 //! order `huggingface_hub` reads them in. Nothing is downloaded here: a repository that is not in
 //! the cache is an error that names the directory searched and the command that fetches it.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::{FormatError, Result};
@@ -117,8 +118,11 @@ pub fn resolve_in(
                 searched: refs,
             });
         }
-        let text =
-            std::fs::read_to_string(&refs).map_err(|_| FormatError::RevisionNotInHubCache {
+        // A ref holds a 40-digit hash: read no more than a little over that.
+        let mut text = String::new();
+        std::fs::File::open(&refs)
+            .and_then(|f| f.take(128).read_to_string(&mut text))
+            .map_err(|_| FormatError::RevisionNotInHubCache {
                 repo: repo.to_string(),
                 revision: revision.to_string(),
                 searched: refs.clone(),

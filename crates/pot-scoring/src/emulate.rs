@@ -643,12 +643,13 @@ impl BlockMatrix {
         a: &Input,
         out: &mut [f32],
     ) {
-        let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
-        for i in (0..full_i).step_by(4) {
-            let mut dj = 0;
-            while dj < full_j {
+        in_tiles(
+            out,
+            width,
+            a.rows,
+            |out, i, dj, rows_left| {
                 // Eight rows a tile where they exist: the inputs' loads serve twice the rows.
-                let rows = if REPACKED || dj + 8 > full_j { 4 } else { 8 };
+                let rows = if REPACKED || rows_left < 8 { 4 } else { 8 };
                 // SAFETY: the caller checked the CPU; rows j0 + dj .. + rows and inputs
                 // i .. i + 4 exist.
                 unsafe {
@@ -668,18 +669,13 @@ impl BlockMatrix {
                         _ => small_tile_zmm::<4, 2, SIGNED>(self, j0 + dj, a, i, out, width, dj),
                     }
                 };
-                dj += rows;
-            }
-        }
-        for i in 0..a.rows {
-            let dj0 = if i < full_i { full_j } else { 0 };
-            for dj in dj0..width {
-                // SAFETY: as above, one row by one input.
-                unsafe {
-                    small_tile_vnni::<1, 1, SIGNED, REPACKED>(self, j0 + dj, a, i, out, width, dj)
-                };
-            }
-        }
+                rows
+            },
+            // SAFETY: as above, one row by one input.
+            |out, i, dj| unsafe {
+                small_tile_vnni::<1, 1, SIGNED, REPACKED>(self, j0 + dj, a, i, out, width, dj)
+            },
+        );
     }
 
     /// [`Self::block`] for F32/F16/BF16 weights: tinyBLAS's sixteen-lane accumulator per
@@ -687,20 +683,18 @@ impl BlockMatrix {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f")]
     unsafe fn block_f32_zmm(&self, j0: usize, width: usize, a: &Input, out: &mut [f32]) {
-        let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
-        for i in (0..full_i).step_by(4) {
-            for dj in (0..full_j).step_by(4) {
+        in_tiles(
+            out,
+            width,
+            a.rows,
+            |out, i, dj, _| {
                 // SAFETY: the caller checked the CPU; the rows and inputs exist.
                 unsafe { f32_tile_zmm::<4, 4>(self, j0 + dj, a, i, out, width, dj) };
-            }
-        }
-        for i in 0..a.rows {
-            let dj0 = if i < full_i { full_j } else { 0 };
-            for dj in dj0..width {
-                // SAFETY: as above, one row by one input.
-                unsafe { f32_tile_zmm::<1, 1>(self, j0 + dj, a, i, out, width, dj) };
-            }
-        }
+                4
+            },
+            // SAFETY: as above, one row by one input.
+            |out, i, dj| unsafe { f32_tile_zmm::<1, 1>(self, j0 + dj, a, i, out, width, dj) },
+        );
     }
 
     /// [`Self::block`] for K-quants in tiles of four weight rows by four inputs
@@ -708,21 +702,19 @@ impl BlockMatrix {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     unsafe fn block_kquant_zmm(&self, j0: usize, width: usize, a: &Input, out: &mut [f32]) {
-        let (full_j, full_i) = (width - width % 4, a.rows - a.rows % 4);
-        for i in (0..full_i).step_by(4) {
-            for dj in (0..full_j).step_by(4) {
+        in_tiles(
+            out,
+            width,
+            a.rows,
+            |out, i, dj, _| {
                 // SAFETY: the caller checked the CPU; rows j0 + dj .. + 4 and inputs i .. i + 4
                 // exist.
                 unsafe { kquant_tile_zmm(self, j0 + dj, a, i, out, width, dj) };
-            }
-        }
-        for i in 0..a.rows {
-            let dj0 = if i < full_i { full_j } else { 0 };
-            for dj in dj0..width {
-                // SAFETY: the caller checked the CPU; only K-quants reach here.
-                out[i * width + dj] = unsafe { kquant_dot_vnni(self, j0 + dj, a, i) };
-            }
-        }
+                4
+            },
+            // SAFETY: the caller checked the CPU; only K-quants reach here.
+            |out, i, dj| out[i * width + dj] = unsafe { kquant_dot_vnni(self, j0 + dj, a, i) },
+        );
     }
 
     /// Output `j` for input row `i`: the AVX2 integer products where the CPU has them
@@ -945,7 +937,36 @@ fn fold_k_super_block(
     }
 }
 
-/// Whether the CPU has AVX-512 VNNI on 256-bit registers (`vpdpbusd`, with AVX2 and FMA):
+/// Visits a column block's outputs `out` (`width` weight rows by `inputs` inputs): in groups of
+/// four inputs, `tile(out, i, dj, rows_left)` computes a tile at rows `dj ..` and says how many
+/// rows it took (at most `rows_left`, a multiple of four); the outputs outside whole tiles go
+/// to `one(out, i, dj)`. The one walk of every tiled kernel.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn in_tiles(
+    out: &mut [f32],
+    width: usize,
+    inputs: usize,
+    mut tile: impl FnMut(&mut [f32], usize, usize, usize) -> usize,
+    mut one: impl FnMut(&mut [f32], usize, usize),
+) {
+    let (full_j, full_i) = (width - width % 4, inputs - inputs % 4);
+    for i in (0..full_i).step_by(4) {
+        let mut dj = 0;
+        while dj < full_j {
+            dj += tile(out, i, dj, full_j - dj);
+        }
+    }
+    for i in 0..inputs {
+        let dj0 = if i < full_i { full_j } else { 0 };
+        for dj in dj0..width {
+            one(out, i, dj);
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512 VNNI (`vpdpbusd`), with the F, BW, DQ and VL subsets the
+/// 512-bit kernels and quantisers use, AVX2 and FMA:
 /// the integer lanes in one instruction. Integer sums are exact, so they give the same lanes
 /// as ggml's `maddubs`/`madd`; the float operations stay ggml's.
 #[cfg(target_arch = "x86_64")]
@@ -954,6 +975,7 @@ fn has_vnni() -> bool {
     *VNNI.get_or_init(|| {
         crate::kernels::has_avx2()
             && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
